@@ -1,0 +1,26 @@
+"""The system prompt and the chat layout shared by every split and converter."""
+
+from __future__ import annotations
+
+SYSTEM_PROMPT = (
+    "Look at the image and answer the question. First reason inside <think> </think>, "
+    "saying where in the image the evidence is. Then give only the short answer."
+)
+
+
+def format_assistant(reasoning: str, answer: str) -> str:
+    """Return the assistant turn ``<think>{reasoning}</think>{answer}`` that the format reward expects."""
+    return f"<think>{reasoning.strip()}</think>{answer.strip()}"
+
+
+def sft_messages(problem: str, reasoning: str, answer: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """Return one conversational SFT example: system, user (one image then the question), assistant.
+
+    Every ``content`` is a list of ``{"type", "text"}`` blocks so that all rows share one Arrow schema;
+    the image block is a placeholder (``text`` None) that TRL fills from the row's ``images``.
+    """
+    return [
+        {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
+        {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": problem}]},
+        {"role": "assistant", "content": [{"type": "text", "text": format_assistant(reasoning, answer)}]},
+    ]

@@ -1,0 +1,35 @@
+"""Column schemas of the three kinds of split every generator and converter writes."""
+
+from __future__ import annotations
+
+from datasets import Features, Image, List, Value
+
+BOXES = List(List(Value("float64")))
+"""A list of evidence boxes, each ``[x1, y1, x2, y2]`` normalised to [0, 1]."""
+
+RL_FEATURES = Features(
+    {
+        "image": Image(),
+        "problem": Value("string"),
+        "solution": Value("string"),
+        "bbox": BOXES,
+        "dataset": Value("string"),
+        "question_id": Value("string"),
+    }
+)
+"""Grounded-reasoning rows for GRPO: one image, the question, the reference answer, the evidence boxes."""
+
+EVAL_FEATURES = Features({**RL_FEATURES, "reasoning": Value("string")})
+"""Held-out rows: the RL columns plus the reference reasoning."""
+
+SFT_FEATURES = Features(
+    {
+        "messages": List(
+            {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+        ),
+        "images": List(Image()),
+        "dataset": Value("string"),
+        "question_id": Value("string"),
+    }
+)
+"""Conversational cold-start rows (system, user with an image placeholder, assistant with <think>) plus images."""

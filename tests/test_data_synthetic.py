@@ -1,0 +1,148 @@
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+
+from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example
+from data_tools.synthetic import COLORS, SHAPES, main
+
+CONFIG = SyntheticConfig()
+
+
+def _digest(data) -> str:
+    """Hash every cell of every split, PNG bytes included (rows as stored in Arrow, images undecoded)."""
+    h = hashlib.sha256()
+    for split in sorted(data):
+        for row in data[split].data.to_pylist():
+            h.update(json.dumps(row, sort_keys=True, default=lambda b: hashlib.sha256(b).hexdigest()).encode())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+    a, b, c = (generate_synthetic(8, 8, 8, seed=s) for s in (3, 3, 4))
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+    png_a = [row["image"]["bytes"] for row in a["rl"].data.to_pylist()]
+    png_b = [row["image"]["bytes"] for row in b["rl"].data.to_pylist()]
+    assert png_a == png_b and len(set(png_a)) == len(png_a)
+
+
+def _pixel_box(image: np.ndarray, obj) -> tuple[int, int, int, int]:
+    """Box of the non-background pixels inside the object's cell, checking they all have its colour."""
+    cell = image[obj.y : obj.y + obj.size, obj.x : obj.x + obj.size]
+    drawn = np.any(cell != CONFIG.background, axis=-1)
+    assert (cell[drawn] == COLORS[obj.color]).all(), "a drawn pixel has another colour (anti-aliasing or overlap)"
+    ys, xs = np.nonzero(drawn)
+    return obj.x + xs.min(), obj.y + ys.min(), obj.x + xs.max() + 1, obj.y + ys.max() + 1
+
+
+def _px(box) -> list[int]:
+    px = [box[0] * CONFIG.width, box[1] * CONFIG.height, box[2] * CONFIG.width, box[3] * CONFIG.height]
+    assert all(abs(v - round(v)) < 1e-9 for v in px), "normalised box edges must be pixel edges"
+    return [round(v) for v in px]
+
+
+@pytest.mark.parametrize("index", range(48))
+def test_boxes_match_drawn_objects_and_answers_are_right(index):
+    ex = make_example(seed=0, split="rl", index=index)
+    image = np.asarray(ex.image)
+    # Only the objects are drawn: the union of their cells' drawn pixels is every non-background pixel.
+    drawn = np.any(image != CONFIG.background, axis=-1)
+    covered = np.zeros_like(drawn)
+    for obj in ex.objects:
+        covered[obj.y : obj.y + obj.size, obj.x : obj.x + obj.size] = True
+        assert tuple(_pixel_box(image, obj)) == obj.box_px
+    assert not (drawn & ~covered).any()
+
+    (box,) = ex.bbox
+    if ex.question_type == "color":
+        shape = re.fullmatch(r"What color is the (\w+)\?", ex.problem).group(1)
+        (target,) = [o for o in ex.objects if o.shape == shape]
+        assert ex.solution == target.color
+    elif ex.question_type == "shape":
+        color = re.fullmatch(r"What shape is the (\w+) object\?", ex.problem).group(1)
+        (target,) = [o for o in ex.objects if o.color == color]
+        assert ex.solution == target.shape
+    elif ex.question_type == "left_of":
+        color, shape = re.fullmatch(r"Which shape is left of the (\w+) (\w+)\?", ex.problem).groups()
+        (ref,) = [o for o in ex.objects if (o.color, o.shape) == (color, shape)]
+        (target,) = [o for o in ex.objects if _pixel_box(image, o)[2] <= _pixel_box(image, ref)[0]]
+        assert all(o.centre[0] > ref.centre[0] for o in ex.objects if o not in (ref, target))
+        assert ex.solution == target.shape
+    else:
+        half = re.fullmatch(r"How many shapes are in the (\w+) half\?", ex.problem).group(1)
+        x0, y0, x1, y1 = _px(box)
+        assert {"top": (0, 0, 168, 84), "bottom": (0, 84, 168, 168), "left": (0, 0, 84, 168),
+                "right": (84, 0, 168, 168)}[half] == (x0, y0, x1, y1)
+        counted = [o for o in ex.objects if _inside(_pixel_box(image, o), (x0, y0, x1, y1))]
+        assert ex.solution == str(len(counted))
+        # every other shape lies wholly outside the half: the drawn pixels in it are the counted shapes'
+        assert drawn[y0:y1, x0:x1].sum() == sum(_drawn_pixels(image, o) for o in counted)
+        return
+    assert _px(box) == list(_pixel_box(image, target))
+    assert ex.solution in ex.reasoning
+
+
+def _inside(box, region) -> bool:
+    return region[0] <= box[0] and region[1] <= box[1] and box[2] <= region[2] and box[3] <= region[3]
+
+
+def _drawn_pixels(image: np.ndarray, obj) -> int:
+    cell = image[obj.y : obj.y + obj.size, obj.x : obj.x + obj.size]
+    return int(np.any(cell != CONFIG.background, axis=-1).sum())
+
+
+def test_answers_are_balanced_and_types_alternate():
+    data = generate_synthetic(0, 400, 0, seed=1)["rl"]
+    by_type: dict[str, list[str]] = {}
+    for row in data.select_columns(["dataset", "solution"]):
+        by_type.setdefault(row["dataset"].split("/")[1], []).append(row["solution"])
+    assert {k: len(v) for k, v in by_type.items()} == {"color": 100, "shape": 100, "left_of": 100, "count": 100}
+    expected = {"color": set(COLORS), "shape": set(SHAPES), "left_of": set(SHAPES), "count": {"0", "1", "2", "3"}}
+    for qtype, answers in by_type.items():
+        assert set(answers) == expected[qtype]
+        # no answer more than twice as frequent as chance
+        assert max(answers.count(a) for a in set(answers)) < 2 * len(answers) / len(expected[qtype])
+
+
+def test_eval_split_is_disjoint_and_sft_rows_are_conversational():
+    data = generate_synthetic(40, 40, 40, seed=0)
+    train = {r["image"]["bytes"] for r in data["rl"].data.to_pylist()}
+    train |= {r["images"][0]["bytes"] for r in data["sft"].data.to_pylist()}
+    assert not train & {r["image"]["bytes"] for r in data["eval"].data.to_pylist()}
+    row = data["sft"][0]
+    system, user, assistant = row["messages"]
+    assert system["content"][0]["text"] == SYSTEM_PROMPT
+    assert [block["type"] for block in user["content"]] == ["image", "text"]
+    assert re.fullmatch(r"<think>[^<]+</think>\w+", assistant["content"][0]["text"])
+    assert len(row["images"]) == 1 and row["images"][0].size == (168, 168)
+    assert set(data["eval"].column_names) == set(data["rl"].column_names) | {"reasoning"}
+
+
+def test_corpus_covers_every_word_the_data_says():
+    vocab = set(re.findall(r"[\w<>/]+", " ".join(corpus_texts())))
+    data = generate_synthetic(200, 0, 200, seed=5)
+    said = [m["content"][-1]["text"] for row in data["sft"]["messages"] for m in row]
+    said += [*data["eval"]["problem"], *data["eval"]["reasoning"], *data["eval"]["solution"]]
+    said = " ".join(said)
+    assert set(re.findall(r"[\w<>/]+", said)) <= vocab
+
+
+def test_config_is_validated_and_size_is_configurable():
+    with pytest.raises(ValueError, match="shapes"):
+        SyntheticConfig(shapes=("hexagon",))
+    with pytest.raises(ValueError, match="min_objects"):
+        SyntheticConfig(min_objects=4, max_objects=3)
+    ex = make_example(0, "rl", 3, SyntheticConfig(width=224, height=112))
+    assert ex.image.size == (224, 112)
+    assert all(0 <= v <= 1 for box in ex.bbox for v in box)
+
+
+def test_cli_writes_a_loadable_dataset_dict(tmp_path):
+    main(["--output_dir", str(tmp_path / "d"), "--num_sft", "4", "--num_rl", "5", "--num_eval", "6", "--seed", "2"])
+    data = load_from_disk(str(tmp_path / "d"))
+    assert {k: len(v) for k, v in data.items()} == {"sft": 4, "rl": 5, "eval": 6}
+    assert data["rl"][0]["question_id"] == "synthetic_shapes-rl-2-000000"
