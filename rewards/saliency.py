@@ -1,0 +1,107 @@
+"""The saliency-alignment reward: how well the policy's own saliency map points at the annotated evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .boxes import as_boxes
+from .pointing import as_saliency_map, energy_pointing_game, pointing_game
+from .text import completion_text, parse_reasoning
+
+SALIENCY_METRICS = ("energy_pg", "pg")
+OUTCOMES = ("scored", "bad_format", "no_map", "empty_map")
+
+
+class SaliencyReward:
+    """Reward function: the pointing-game score of each completion's saliency map times its format reward.
+
+    Reads two columns, one entry per completion: `map_key` (default `saliency_map`; a 2-D float array at the
+    image's pixel size, or None when the completion has no map) and `box_key` (default `bbox`; the row's
+    normalised xyxy boxes, in any form `boxes.as_boxes` accepts). The tracer decides which map fills a column
+    (flow or direct); point `map_key` at another column, e.g. `saliency_map_direct`, to reward that one.
+
+    Every completion ends in one outcome, counted in `counts` (cumulative, per process, cleared by
+    `reset_counts`): `scored`; `bad_format` (no valid `<think>...</think>answer`, reward 0); `no_map` (the map is
+    None, reward 0); `empty_map` (no positive mass or a non-finite value, reward 0). When TRL passes `log_metric`,
+    the batch fractions of the last three are logged under `<name>/<outcome>`.
+
+    Args:
+        metric: `"energy_pg"` (default, in [0, 1]) or `"pg"` (0 or 1).
+        map_key: column holding the maps.
+        box_key: column holding the boxes.
+        tolerance_px: pointing-game tolerance in pixels (`pg` only).
+        name: the name TRL logs the reward under; default `saliency_<metric>`, with the part of `map_key` after
+            `saliency_map_` inserted (`saliency_direct_energy_pg` for `saliency_map_direct`).
+    """
+
+    def __init__(
+        self,
+        metric: str = "energy_pg",
+        map_key: str = "saliency_map",
+        box_key: str = "bbox",
+        tolerance_px: float = 0.0,
+        name: str | None = None,
+    ) -> None:
+        if metric not in SALIENCY_METRICS:
+            raise ValueError(f"metric must be one of {SALIENCY_METRICS}, got {metric!r}")
+        if metric == "energy_pg" and tolerance_px:
+            raise ValueError("tolerance_px applies to the pointing game only (metric='pg')")
+        self.metric = metric
+        self.map_key = map_key
+        self.box_key = box_key
+        self.tolerance_px = tolerance_px
+        if name is None:
+            variant = map_key.removeprefix("saliency_map").strip("_")
+            name = "_".join(part for part in ("saliency", variant, metric) if part)
+        self.__name__ = name
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+
+    def reset_counts(self) -> dict[str, int]:
+        """Return the counts so far and start again from zero."""
+        counts, self.counts = self.counts, dict.fromkeys(OUTCOMES, 0)
+        return counts
+
+    def _score(self, saliency_map: Any, boxes: Any) -> float | None:
+        if self.metric == "pg":
+            return pointing_game(saliency_map, boxes, self.tolerance_px)
+        return energy_pointing_game(saliency_map, boxes)
+
+    def __call__(
+        self, prompts: list[Any], completions: list[Any], completion_ids: Any = None, **kwargs: Any
+    ) -> list[float]:
+        for key in (self.map_key, self.box_key):
+            if key not in kwargs:
+                hint = "; the trainer must add the saliency map of each completion" if key == self.map_key else ""
+                raise ValueError(
+                    f"{self.__name__} reads the column {key!r}, which is missing (columns: {sorted(kwargs)}){hint}"
+                )
+            if len(kwargs[key]) != len(completions):
+                raise ValueError(f"column {key!r} has {len(kwargs[key])} entries for {len(completions)} completions")
+        batch = dict.fromkeys(OUTCOMES, 0)
+        rewards = []
+        for row, (completion, saliency_map, boxes) in enumerate(
+            zip(completions, kwargs[self.map_key], kwargs[self.box_key])
+        ):
+            boxes = as_boxes(boxes, row=row, field=self.box_key)
+            score = None
+            if parse_reasoning(completion_text(completion)) is None:
+                outcome = "bad_format"
+            elif saliency_map is None:
+                outcome = "no_map"
+            else:
+                try:
+                    saliency_map = as_saliency_map(saliency_map)
+                except ValueError as error:
+                    raise ValueError(f"row {row}, column {self.map_key!r}: {error}") from None
+                score = self._score(saliency_map, boxes)
+                outcome = "empty_map" if score is None else "scored"
+            batch[outcome] += 1
+            rewards.append(0.0 if score is None else score)
+        for outcome, count in batch.items():
+            self.counts[outcome] += count
+        log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
+        if callable(log_metric) and completions:
+            for outcome in OUTCOMES[1:]:
+                log_metric(f"{self.__name__}/{outcome}", batch[outcome] / len(completions))
+        return rewards
