@@ -1,0 +1,133 @@
+"""Read (and, for synthetic sets, write) the export of semantic proposals: JSONL + PNG masks.
+
+One JSONL line per image::
+
+    {"image_id", "image_path", "width", "height", "explanation", "answer",
+     "proposals": [{"phrase", "reason", "mask_path", "box": [x1, y1, x2, y2], "score"}]}
+
+Paths are relative to the JSONL file; each mask is an 8-bit greyscale PNG at the image size
+(255 = most salient); boxes are normalised to [0, 1]; scores lie in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .fixations import load_map_png
+
+
+@dataclass
+class Proposal:
+    """One semantic proposal: an object phrase, why it matters, where it is."""
+
+    phrase: str
+    reason: str
+    mask_path: Path
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass
+class ExportRecord:
+    """The exported explanation and proposals of one image."""
+
+    image_id: str
+    image_path: Path
+    width: int
+    height: int
+    explanation: str
+    answer: str
+    proposals: list[Proposal] = field(default_factory=list)
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """Proposal ``index``'s mask as floats in [0, 1], shape ``(height, width)``."""
+        return load_map_png(self.proposals[index].mask_path, self.height, self.width)
+
+
+def _require(obj: dict, name: str, kind: type | tuple[type, ...], where: str):
+    if name not in obj:
+        raise ValueError(f"{where}: missing field {name!r}")
+    value = obj[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{where} field {name!r}: expected {getattr(kind, '__name__', kind)}, got {value!r:.80}")
+    return value
+
+
+def _parse_proposal(obj: object, base: Path, where: str) -> Proposal:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    box = _require(obj, "box", list, where)
+    if len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+        raise ValueError(f"{where} field 'box': expected [x1, y1, x2, y2], got {box!r}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise ValueError(f"{where} field 'box': {box!r} is not a normalised box with x1 < x2 and y1 < y2")
+    score = float(_require(obj, "score", (int, float), where))
+    if not (math.isfinite(score) and 0 <= score <= 1):
+        raise ValueError(f"{where} field 'score': {score!r} is not in [0, 1]")
+    mask_path = base / _require(obj, "mask_path", str, where)
+    if not mask_path.is_file():
+        raise FileNotFoundError(f"{where} field 'mask_path': {mask_path} does not exist")
+    return Proposal(
+        phrase=_require(obj, "phrase", str, where),
+        reason=_require(obj, "reason", str, where),
+        mask_path=mask_path,
+        box=(x1, y1, x2, y2),
+        score=score,
+    )
+
+
+def read_export(path: str | Path) -> dict[str, ExportRecord]:
+    """Read and validate an export JSONL; returns records keyed by ``image_id``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"proposals file {path} does not exist")
+    base = path.parent
+    records: dict[str, ExportRecord] = {}
+    with open(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            image_id = _require(obj, "image_id", str, where)
+            if image_id in records:
+                raise ValueError(f"{where}: duplicate image_id {image_id!r}")
+            width, height = _require(obj, "width", int, where), _require(obj, "height", int, where)
+            if width < 1 or height < 1:
+                raise ValueError(f"{where}: width and height must be positive, got {width}x{height}")
+            proposals = _require(obj, "proposals", list, where)
+            records[image_id] = ExportRecord(
+                image_id=image_id,
+                image_path=base / _require(obj, "image_path", str, where),
+                width=width,
+                height=height,
+                explanation=_require(obj, "explanation", str, where),
+                answer=_require(obj, "answer", str, where),
+                proposals=[_parse_proposal(p, base, f"{where} proposals[{j}]") for j, p in enumerate(proposals)],
+            )
+    return records
+
+
+def write_export(records: list[ExportRecord], path: str | Path) -> None:
+    """Write records as export JSONL; image and mask paths are made relative to ``path``'s folder."""
+    path = Path(path)
+    base = path.parent.resolve()
+    with open(path, "w") as f:
+        for rec in records:
+            line = asdict(rec)
+            line["image_path"] = str(Path(rec.image_path).resolve().relative_to(base))
+            for p, out in zip(rec.proposals, line["proposals"]):
+                out["mask_path"] = str(Path(p.mask_path).resolve().relative_to(base))
+                out["box"] = list(p.box)
+            f.write(json.dumps(line) + "\n")
