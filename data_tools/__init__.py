@@ -1,5 +1,6 @@
 """Data for grounded reasoning: the synthetic shapes set, loaders and converters for public data, validation."""
 
+from .loaders import SOURCES, load_source, read_records
 from .prompts import SYSTEM_PROMPT, format_assistant, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 from .synthetic import (
@@ -10,18 +11,41 @@ from .synthetic import (
     generate_synthetic,
     make_example,
 )
+from .validation import (
+    BBOX_FORMATS,
+    BadRowsError,
+    RowIssue,
+    ValidationReport,
+    load_image,
+    normalise_boxes,
+    parse_boxes,
+    rows_to_dataset,
+    validate_rows,
+)
 
 __all__ = [
+    "BBOX_FORMATS",
     "EVAL_FEATURES",
     "QUESTION_TYPES",
     "RL_FEATURES",
     "SFT_FEATURES",
+    "SOURCES",
     "SYSTEM_PROMPT",
+    "BadRowsError",
+    "RowIssue",
     "SyntheticConfig",
+    "ValidationReport",
     "corpus_texts",
     "format_assistant",
     "generate_split",
     "generate_synthetic",
+    "load_image",
+    "load_source",
     "make_example",
+    "normalise_boxes",
+    "parse_boxes",
+    "read_records",
+    "rows_to_dataset",
     "sft_messages",
+    "validate_rows",
 ]

@@ -1,0 +1,74 @@
+"""Command line: convert a public grounded-reasoning data set into a validated split saved with ``save_to_disk``.
+
+    python -m data_tools.convert --source saliency_r1 --input data.jsonl --image_dir images/ \\
+        --output_dir out/ --on_bad_row skip --report out/report.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .loaders import SOURCES, load_source
+from .validation import BBOX_FORMATS, KINDS, ON_BAD_ROW, BadRowsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_tools.convert",
+        description="Read a public grounded-reasoning layout, validate every row up front, and save the result "
+        "with datasets' save_to_disk (load it with datasets.load_from_disk).",
+    )
+    parser.add_argument("--source", required=True, choices=sorted(SOURCES), help="Layout of the input data.")
+    parser.add_argument(
+        "--input", required=True,
+        help="A local .json/.jsonl/.parquet file, a save_to_disk folder, or a hub data set name.",
+    )
+    parser.add_argument("--image_dir", type=Path, default=None, help="Folder that relative image paths start from.")
+    parser.add_argument("--output_dir", required=True, type=Path, help="Folder to save the converted split to.")
+    parser.add_argument("--split", default="train", help="Split to read from hub or save_to_disk sources.")
+    parser.add_argument(
+        "--kind", choices=KINDS, default=None,
+        help="Layout of the output split; default: rl for saliency_r1/visual_cot, sft for llava_cot/mulberry.",
+    )
+    parser.add_argument(
+        "--bbox_format", choices=BBOX_FORMATS, default="xyxy_norm",
+        help="Box format of rows that do not name one (visual_cot rows are xyxy_px).",
+    )
+    parser.add_argument(
+        "--max_image_side", type=int, default=1024,
+        help="Images with a longer side are resized to it (normalised boxes stay valid). 0 = never resize.",
+    )
+    parser.add_argument(
+        "--on_bad_row", choices=ON_BAD_ROW, default="error",
+        help="error: stop before writing and list every bad row; skip: drop bad rows and report them.",
+    )
+    parser.add_argument("--report", type=Path, default=None, help="Write every rejection and conversion note (JSONL).")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_image_side < 0:
+        build_parser().error("--max_image_side must be >= 0")
+    try:
+        data, report = load_source(
+            args.source, args.input, image_dir=args.image_dir, split=args.split, kind=args.kind,
+            bbox_format=args.bbox_format, max_image_side=args.max_image_side or None, on_bad_row=args.on_bad_row,
+        )
+    except BadRowsError as err:
+        if args.report:
+            err.report.write_jsonl(args.report)
+        print(err, file=sys.stderr)
+        return 1
+    data.save_to_disk(str(args.output_dir))
+    if args.report:
+        report.write_jsonl(args.report)
+    print(f"{report.summary()}; saved to {args.output_dir}" + (f", report: {args.report}" if args.report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

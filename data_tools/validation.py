@@ -1,0 +1,389 @@
+"""Up-front validation of grounded-reasoning rows (SPEC section 2).
+
+Every loader and converter funnels its rows through :func:`validate_rows`. It checks each row, normalises what can be
+normalised (boxes to normalised xyxy, images to RGB within a maximum side) and reports what it did: every rejected row
+with its id, field and reason, and every conversion as a note. With ``on_bad_row="error"`` it raises one
+:class:`BadRowsError` that lists all bad rows; with ``"skip"`` it drops them and returns the report. Nothing is dropped
+silently.
+
+A *raw row* (what loaders yield) has ``problem``, ``solution``, ``dataset``, ``question_id``, one image under ``image``
+(or a one-element ``images`` list) given as a PIL image, bytes, a ``{"bytes", "path"}`` dict or a path (relative to
+``image_dir``), and, depending on the kind of split, ``bbox`` and ``reasoning``. A row may carry ``bbox_format`` to
+override the call's, ``width``/``height`` (the size its pixel boxes refer to; checked against the image), and
+``parse_errors`` (``[(field, reason)]`` found by a converter while parsing the source layout).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .prompts import SYSTEM_PROMPT, sft_messages
+from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
+
+BBOX_FORMATS = ("xyxy_norm", "xyxy_px", "xywh_px")
+KINDS = ("sft", "rl", "eval")
+ON_BAD_ROW = ("error", "skip")
+PARSE_ERRORS = "parse_errors"
+
+_REQUIRED = {
+    "rl": ("problem", "solution", "bbox", "dataset", "question_id"),
+    "eval": ("problem", "solution", "bbox", "dataset", "question_id"),
+    "sft": ("problem", "solution", "reasoning", "dataset", "question_id"),
+}
+_FEATURES = {"sft": SFT_FEATURES, "rl": RL_FEATURES, "eval": EVAL_FEATURES}
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """One finding about one row: a rejection reason, or a note on a conversion applied to a kept row."""
+
+    index: int
+    row_id: str
+    field: str
+    reason: str
+    action: str  # "rejected" or "converted"
+
+
+@dataclass
+class ValidationReport:
+    """What validation did to a set of rows."""
+
+    num_rows: int = 0
+    num_kept: int = 0
+    issues: list[RowIssue] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> list[RowIssue]:
+        return [i for i in self.issues if i.action == "rejected"]
+
+    @property
+    def notes(self) -> list[RowIssue]:
+        return [i for i in self.issues if i.action == "converted"]
+
+    def summary(self) -> str:
+        bad = len({i.index for i in self.rejected})
+        return f"{self.num_rows} rows: {self.num_kept} kept, {bad} rejected, {len(self.notes)} conversion notes"
+
+    def write_jsonl(self, path: str | Path) -> None:
+        """Write one JSON object per issue (``index, row_id, field, reason, action``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for issue in self.issues:
+                f.write(json.dumps(asdict(issue)) + "\n")
+
+
+class BadRowsError(ValueError):
+    """Raised by ``on_bad_row="error"``; lists every rejected row. The report is attached as ``.report``."""
+
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        lines = [f"row {i.index} ({i.row_id}), field {i.field!r}: {i.reason}" for i in report.rejected]
+        bad = len({i.index for i in report.rejected})
+        super().__init__(
+            f"{bad} of {report.num_rows} rows are bad (on_bad_row='error'; use 'skip' to drop them):\n  "
+            + "\n  ".join(lines)
+        )
+
+
+class _Reject(Exception):
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+# ---------------------------------------------------------------- boxes
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def parse_boxes(value: Any) -> list[list[float]]:
+    """Read one box or several from the string ``"[x1, y1, x2, y2]"``, a list of 4 numbers or a list of such lists.
+
+    Raises ``ValueError`` naming what is wrong (not a list, not numbers, wrong count, NaN, no boxes).
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"bbox string {value!r} is not a JSON list of numbers") from err
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"bbox must be a box or a non-empty list of boxes, got {value!r}")
+    boxes = [value] if all(_is_number(v) for v in value) else list(value)
+    parsed = []
+    for box in boxes:
+        if isinstance(box, np.ndarray):
+            box = box.tolist()
+        if not isinstance(box, (list, tuple)) or not all(_is_number(v) for v in box):
+            raise ValueError(f"bbox entry {box!r} is not a list of numbers")
+        if len(box) != 4:
+            raise ValueError(f"a box needs 4 coordinates, got {len(box)}: {list(box)}")
+        if not all(math.isfinite(v) for v in box):
+            raise ValueError(f"box {list(box)} has a NaN or infinite coordinate")
+        parsed.append([float(v) for v in box])
+    return parsed
+
+
+def normalise_boxes(boxes: Sequence[Sequence[float]], bbox_format: str, width: int, height: int) -> list[list[float]]:
+    """Convert ``boxes`` in ``bbox_format`` on a ``width`` x ``height`` image to checked normalised xyxy boxes.
+
+    Raises ``ValueError`` for a box outside the image, with swapped corners or with zero area; a normalised box
+    with coordinates above 1 gets a hint that pixel boxes were probably passed as normalised.
+    """
+    if bbox_format not in BBOX_FORMATS:
+        raise ValueError(f"bbox_format must be one of {BBOX_FORMATS}, got {bbox_format!r}")
+    out = []
+    for box in boxes:
+        x1, y1, a, b = box
+        if bbox_format == "xywh_px":
+            if a <= 0 or b <= 0:
+                raise ValueError(f"xywh box {list(box)} has a width or height <= 0")
+            x2, y2 = x1 + a, y1 + b
+        else:
+            x2, y2 = a, b
+        if bbox_format == "xyxy_norm":
+            if max(box) >= 2 and min(box) >= 0:
+                raise ValueError(
+                    f"box {list(box)} has coordinates > 1 but bbox_format is 'xyxy_norm': pixel boxes passed as "
+                    "normalised? Use bbox_format 'xyxy_px' or 'xywh_px'"
+                )
+        else:
+            if min(x1, y1) < 0 or x2 > width or y2 > height:
+                raise ValueError(f"pixel box {list(box)} lies outside the {width}x{height} image")
+            x1, x2, y1, y2 = x1 / width, x2 / width, y1 / height, y2 / height
+        if min(x1, y1, x2, y2) < 0 or max(x1, y1, x2, y2) > 1:
+            raise ValueError(f"box {list(box)} lies outside [0, 1]")
+        if x2 < x1 or y2 < y1:
+            raise ValueError(f"box {list(box)} has swapped corners (x2 < x1 or y2 < y1)")
+        if x2 == x1 or y2 == y1:
+            raise ValueError(f"box {list(box)} has zero area")
+        out.append([x1, y1, x2, y2])
+    return out
+
+
+# ---------------------------------------------------------------- images
+
+def _read_image_bytes(value: Any, image_dir: Path | None) -> tuple[bytes | None, Image.Image | None]:
+    """Return ``(encoded bytes, None)`` or ``(None, PIL image)`` for any accepted image value."""
+    if isinstance(value, Image.Image):
+        return None, value
+    if isinstance(value, Mapping):
+        if value.get("bytes"):
+            return bytes(value["bytes"]), None
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), None
+    if isinstance(value, (str, Path)) and str(value):
+        path = Path(value)
+        if not path.is_absolute() and image_dir is not None:
+            path = Path(image_dir) / path
+        if not path.is_file():
+            raise _Reject("image", f"image file not found: {path}")
+        return path.read_bytes(), None
+    raise _Reject("image", f"no image: expected a PIL image, bytes, a {{'bytes','path'}} dict or a path, got {value!r}")
+
+
+def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """Return ``image`` as 8-bit RGB and a note saying what was converted (None when it already was)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image, None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale (Pillow may open it as 32-bit "I"): map the 16-bit range to 8 bits instead of clipping.
+        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB"), f"converted {mode} (16-bit greyscale) to 8-bit RGB"
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        if image.mode == "RGB":
+            return image, "converted palette (P) image to RGB"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or image.mode == "RGBA":
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB"), (
+            f"converted {mode} to RGB (alpha composited on white)"
+        )
+    return image.convert("RGB"), f"converted {mode} to RGB"
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_image(
+    value: Any, image_dir: str | Path | None = None, max_image_side: int | None = None
+) -> tuple[dict, tuple[int, int], list[str]]:
+    """Load, check and normalise one image.
+
+    Returns ``({"bytes", "path": None}, original (width, height), notes)``: the bytes are the original file when it
+    is already RGB and within ``max_image_side``, else a PNG of the converted / resized image.
+    Raises ``ValueError`` for a missing file or unreadable bytes.
+    """
+    try:
+        data, image = _read_image_bytes(value, Path(image_dir) if image_dir is not None else None)
+    except _Reject as err:
+        raise ValueError(err.reason) from None
+    if image is None:
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except Exception as err:  # PIL raises many types for corrupt or truncated data
+            raise ValueError(f"unreadable image bytes ({type(err).__name__}: {err})") from None
+    size = image.size
+    if min(size) < 1:
+        raise ValueError(f"image has size {size}")
+    image, note = _to_rgb(image)
+    notes = [note] if note else []
+    if max_image_side is not None and max(size) > max_image_side:
+        scale = max_image_side / max(size)
+        new = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        image = image.resize(new, Image.Resampling.BICUBIC)
+        notes.append(f"resized from {size[0]}x{size[1]} to {new[0]}x{new[1]} (max side {max_image_side})")
+    if notes or data is None:
+        data = _png_bytes(image)
+    return {"bytes": data, "path": None}, size, notes
+
+
+# ---------------------------------------------------------------- rows
+
+def _check_text(row: Mapping, name: str) -> str:
+    value = row.get(name)
+    if not isinstance(value, str):
+        raise _Reject(name, f"must be a string, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise _Reject(name, "is empty")
+    return value.strip()
+
+
+def _row_id(row: Any, index: int) -> str:
+    qid = row.get("question_id") if isinstance(row, Mapping) else None
+    return qid if isinstance(qid, str) and qid else f"#{index}"
+
+
+def _validate_row(
+    row: Any, kind: str, bbox_format: str, image_dir: str | Path | None, max_image_side: int | None
+) -> tuple[dict | None, list[tuple[str, str]], list[str]]:
+    """Return (normalised row or None, [(field, reason)] problems, conversion notes)."""
+    if not isinstance(row, Mapping):
+        return None, [("row", f"must be a mapping, got {type(row).__name__}")], []
+    problems: list[tuple[str, str]] = [tuple(p) for p in row.get(PARSE_ERRORS) or []]
+    for name in _REQUIRED[kind]:
+        if (name not in row or row[name] is None) and name not in {f for f, _ in problems}:
+            problems.append((name, "missing field"))
+    texts = {}
+    for name in ("problem", "solution", "dataset", "question_id") + (("reasoning",) if kind != "rl" else ()):
+        if row.get(name) is not None:
+            try:
+                texts[name] = _check_text(row, name)
+            except _Reject as err:
+                problems.append((err.field, err.reason))
+
+    image_value = row.get("image")
+    if image_value is None and row.get("images") is not None:
+        images = row["images"]
+        if not isinstance(images, (list, tuple)) or len(images) != 1:
+            problems.append(("images", f"expected exactly one image, got {images!r:.80}"))
+        else:
+            image_value = images[0]
+    image, notes = None, []
+    if image_value is None and not any(f in ("image", "images") for f, _ in problems):
+        problems.append(("image", "missing field"))
+    elif image_value is not None:
+        try:
+            image, size, notes = load_image(image_value, image_dir, max_image_side)
+        except ValueError as err:
+            problems.append(("image", str(err)))
+
+    boxes = None
+    if row.get("bbox") is not None:
+        fmt = row.get("bbox_format") or bbox_format
+        try:
+            boxes = parse_boxes(row["bbox"])
+            if image is not None:
+                if fmt != "xyxy_norm" and row.get("width") is not None and (row.get("width"), row.get("height")) != size:
+                    raise ValueError(
+                        f"pixel boxes refer to a {row.get('width')}x{row.get('height')} image but the image is "
+                        f"{size[0]}x{size[1]}"
+                    )
+                boxes = normalise_boxes(boxes, fmt, *size)
+        except ValueError as err:
+            problems.append(("bbox", str(err)))
+
+    if problems:
+        return None, problems, notes
+    base = {"dataset": texts["dataset"], "question_id": texts["question_id"]}
+    if kind == "sft":
+        messages = sft_messages(texts["problem"], texts["reasoning"], texts["solution"], SYSTEM_PROMPT)
+        return {"messages": messages, "images": [image], **base}, [], notes
+    out = {"image": image, "problem": texts["problem"], "solution": texts["solution"], "bbox": boxes, **base}
+    if kind == "eval":
+        out["reasoning"] = texts.get("reasoning")
+    return out, [], notes
+
+
+def validate_rows(
+    rows: Iterable[Any],
+    kind: str = "rl",
+    *,
+    bbox_format: str = "xyxy_norm",
+    image_dir: str | Path | None = None,
+    max_image_side: int | None = 1024,
+    on_bad_row: str = "error",
+) -> tuple[list[dict], ValidationReport]:
+    """Validate and normalise raw rows into rows of the ``kind`` split (``"sft"``, ``"rl"`` or ``"eval"``).
+
+    Returns the kept rows (laid out as :data:`~data_tools.schema.RL_FEATURES` etc., images as PNG/original bytes)
+    and the report. Duplicate ``question_id``: the first row is kept, the later ones are rejected.
+    Raises :class:`BadRowsError` listing every bad row when ``on_bad_row="error"`` and any row is bad.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if on_bad_row not in ON_BAD_ROW:
+        raise ValueError(f"on_bad_row must be one of {ON_BAD_ROW}, got {on_bad_row!r}")
+    if bbox_format not in BBOX_FORMATS:
+        raise ValueError(f"bbox_format must be one of {BBOX_FORMATS}, got {bbox_format!r}")
+    if max_image_side is not None and max_image_side < 1:
+        raise ValueError(f"max_image_side must be >= 1 or None, got {max_image_side}")
+    report, kept, first_seen = ValidationReport(), [], {}
+    for index, row in enumerate(tqdm(rows, desc=f"validating {kind} rows", unit="row", mininterval=2.0)):
+        report.num_rows += 1
+        row_id = _row_id(row, index)
+        out, problems, notes = _validate_row(row, kind, bbox_format, image_dir, max_image_side)
+        if out is not None:
+            qid = out["question_id"]
+            if qid in first_seen:
+                problems.append(("question_id", f"duplicate question_id {qid!r} (first at row {first_seen[qid]})"))
+            else:
+                first_seen[qid] = index
+        report.issues += [RowIssue(index, row_id, f, r, "rejected") for f, r in problems]
+        if problems:
+            continue
+        report.issues += [RowIssue(index, row_id, "image", n, "converted") for n in notes]
+        kept.append(out)
+    report.num_kept = len(kept)
+    if report.rejected and on_bad_row == "error":
+        raise BadRowsError(report)
+    return kept, report
+
+
+def rows_to_dataset(rows: list[dict], kind: str) -> Dataset:
+    """Build a ``datasets.Dataset`` with the ``kind`` split's schema from rows returned by :func:`validate_rows`."""
+    features = _FEATURES[kind]
+    if not rows:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_list(rows, features=features)
