@@ -282,8 +282,9 @@ def _validate_row(
     if not isinstance(row, Mapping):
         return None, [("row", f"must be a mapping, got {type(row).__name__}")], []
     problems: list[tuple[str, str]] = [tuple(p) for p in row.get(PARSE_ERRORS) or []]
+    parse_failed = bool(problems)  # the converter already said why fields are absent
     for name in _REQUIRED[kind]:
-        if (name not in row or row[name] is None) and name not in {f for f, _ in problems}:
+        if (name not in row or row[name] is None) and not parse_failed:
             problems.append((name, "missing field"))
     texts = {}
     for name in ("problem", "solution", "dataset", "question_id") + (("reasoning",) if kind != "rl" else ()):
@@ -301,7 +302,7 @@ def _validate_row(
         else:
             image_value = images[0]
     image, notes = None, []
-    if image_value is None and not any(f in ("image", "images") for f, _ in problems):
+    if image_value is None and not parse_failed and not any(f in ("image", "images") for f, _ in problems):
         problems.append(("image", "missing field"))
     elif image_value is not None:
         try:
