@@ -177,14 +177,16 @@ def image_only_processor_class(processor_class: type[ProcessorMixin]) -> type[Pr
     def get_attributes(cls) -> list[str]:
         return [name for name in processor_class.get_attributes() if name != "video_processor"]
 
-    def _process_videos(self, videos, **kwargs):
-        raise ImportError(f"{processor_class.__name__} processes videos only with torchvision installed")
+    def __call__(self, images=None, text=None, videos=None, **kwargs):
+        if videos is not None:
+            raise ImportError(f"{processor_class.__name__} processes videos only with torchvision installed")
+        return processor_class.__call__(self, images=images, text=text, **kwargs)
 
     # The same name keeps `processor_class` in the saved processor_config.json loadable everywhere.
     return type(
         processor_class.__name__,
         (processor_class,),
-        {"get_attributes": classmethod(get_attributes), "_process_videos": _process_videos, "__module__": __name__},
+        {"get_attributes": classmethod(get_attributes), "__call__": __call__, "__module__": __name__},
     )
 
 
