@@ -134,7 +134,7 @@ def llava_cot_rows(records: Iterable[Mapping[str, Any]], dataset_name: str = "ll
                 errors.append(("conversations", f"turn pair {k} is not human then gpt"))
                 human, gpt = {}, {}
             question = human.get("value")
-            parts = dict((tag, text.strip()) for tag, text in _LLAVA_COT_TAG.findall(str(gpt.get("value", ""))))
+            parts = {tag: text.strip() for tag, text in _LLAVA_COT_TAG.findall(str(gpt.get("value", "")))}
             if gpt and "CONCLUSION" not in parts:
                 errors.append(("solution", "the gpt turn has no <CONCLUSION>...</CONCLUSION>"))
             reasoning = "\n\n".join(parts[t] for t in ("SUMMARY", "CAPTION", "REASONING") if parts.get(t))

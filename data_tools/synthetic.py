@@ -400,7 +400,7 @@ def _png(image: Image.Image) -> dict:
 def generate_split(
     split: str, num_rows: int, seed: int = 0, config: SyntheticConfig | None = None, kind: str | None = None
 ) -> Dataset:
-    """Generate ``num_rows`` rows of ``split`` laid out as ``kind`` (``"sft"``, ``"rl"`` or ``"eval"``; default: ``split``).
+    """Generate ``num_rows`` rows of ``split`` laid out as ``kind`` (``"sft"``, ``"rl"``, ``"eval"``; default: split).
 
     ``sft``: ``messages`` (system / user [image, question] / assistant ``<think>reasoning</think>answer``),
     ``images``, ``dataset``, ``question_id``. ``rl``: ``image, problem, solution, bbox, dataset, question_id``.

@@ -242,7 +242,7 @@ def load_image(
         try:
             image = Image.open(io.BytesIO(data))
             image.load()
-        except Exception as err:  # PIL raises many types for corrupt or truncated data
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's corrupt-data errors
             raise ValueError(f"unreadable image bytes ({type(err).__name__}: {err})") from None
     size = image.size
     if min(size) < 1:
@@ -316,7 +316,8 @@ def _validate_row(
         try:
             boxes = parse_boxes(row["bbox"])
             if image is not None:
-                if fmt != "xyxy_norm" and row.get("width") is not None and (row.get("width"), row.get("height")) != size:
+                stated = (row.get("width"), row.get("height"))
+                if fmt != "xyxy_norm" and stated[0] is not None and stated != size:
                     raise ValueError(
                         f"pixel boxes refer to a {row.get('width')}x{row.get('height')} image but the image is "
                         f"{size[0]}x{size[1]}"

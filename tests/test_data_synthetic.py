@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example
+from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example, validate_rows
 from data_tools.synthetic import COLORS, SHAPES, main
 
 CONFIG = SyntheticConfig()
@@ -146,3 +146,13 @@ def test_cli_writes_a_loadable_dataset_dict(tmp_path):
     data = load_from_disk(str(tmp_path / "d"))
     assert {k: len(v) for k, v in data.items()} == {"sft": 4, "rl": 5, "eval": 6}
     assert data["rl"][0]["question_id"] == "synthetic_shapes-rl-2-000000"
+
+
+def test_generated_rows_pass_validation_unchanged():
+    data = generate_synthetic(8, 8, 8, seed=9)
+    for kind in ("rl", "eval"):
+        rows = data[kind].data.to_pylist()
+        kept, report = validate_rows(rows, kind)
+        assert not report.issues
+        assert [r["bbox"] for r in kept] == [r["bbox"] for r in rows]
+        assert [r["image"]["bytes"] for r in kept] == [r["image"]["bytes"] for r in rows]

@@ -142,7 +142,8 @@ def test_rgba_greyscale_16bit_and_palette_are_converted_with_a_note():
     pixels = _converted(Image.fromarray(deep), "16-bit")
     assert tuple(pixels[5, 5]) == (255, 255, 255) and tuple(pixels[0, 0]) == (128, 128, 128)
 
-    assert tuple(_converted(Image.new("RGB", (40, 20), (9, 99, 199)).convert("P", palette=Image.Palette.ADAPTIVE), "palette")[1, 1]) == (9, 99, 199)
+    palette = Image.new("RGB", (40, 20), (9, 99, 199)).convert("P", palette=Image.Palette.ADAPTIVE)
+    assert tuple(_converted(palette, "palette")[1, 1]) == (9, 99, 199)
 
 
 def test_oversized_image_is_resized_and_boxes_stay_right():
@@ -154,7 +155,7 @@ def test_oversized_image_is_resized_and_boxes_stay_right():
         assert kept["bbox"] == [[0.25, 0.25, 0.5, 0.75]]
         small = np.asarray(Image.open(io.BytesIO(kept["image"]["bytes"])))
         assert small.shape == (50, 100, 3)
-        x0, y0, x1, y1 = (round(v * s) for v, s in zip(kept["bbox"][0], (100, 50, 100, 50)))
+        x0, y0, x1, y1 = (round(v * s) for v, s in zip(kept["bbox"][0], (100, 50, 100, 50), strict=True))
         inside = small[y0:y1, x0:x1]
         assert (inside[1:-1, 1:-1] == (255, 0, 0)).all()  # the object fills its box after resizing
         outside = small.copy()
