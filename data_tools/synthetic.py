@@ -36,7 +36,7 @@ import argparse
 import io
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -263,7 +263,7 @@ def _place(
     shape: str,
     color: str,
     region: tuple[int, int, int, int] | None = None,
-    accept=None,
+    accept: Callable[[ShapeObject], bool] | None = None,
 ) -> ShapeObject:
     """Place one shape in ``region`` (pixel x0, y0, x1, y1; cell fully inside), clear of ``placed``."""
     x0, y0, x1, y1 = region or (0, 0, config.width, config.height)
