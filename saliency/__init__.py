@@ -1,0 +1,33 @@
+"""Saliency tracer: where in the image a VLM's answer (and the reasoning that carried it) came from.
+
+Direct (logit-decomposition) and reasoning-flow maps of SPEC section 3, captured inside the model's own forward
+pass, during ``generate`` or in one scoring forward, without ``output_attentions`` or any L x L matrix.
+
+    tracer = SaliencyTracer(model, SpecialTokens.from_tokenizer(processor))
+    traced = tracer.generate(**processor(text=..., images=..., return_tensors="pt"), max_new_tokens=64)
+    heatmap = traced.maps[0].answer_map("flow")[0].upsampled()   # (height, width) float32
+"""
+
+from .adapters import ADAPTERS, ImageGrid, LlavaAdapter, ModelAdapter, QwenVLAdapter, adapter_for, effective_weight
+from .output import ImageLayout, ImageMap, SaliencyMaps
+from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
+from .tracer import SaliencyTracer, TracedGeneration
+
+__all__ = [
+    "ADAPTERS",
+    "CompletionSpans",
+    "ImageGrid",
+    "ImageLayout",
+    "ImageMap",
+    "LlavaAdapter",
+    "ModelAdapter",
+    "QwenVLAdapter",
+    "SaliencyMaps",
+    "SaliencyTracer",
+    "SpecialTokens",
+    "TracedGeneration",
+    "adapter_for",
+    "effective_weight",
+    "find_spans",
+    "prompt_opens_thinking",
+]

@@ -1,0 +1,197 @@
+"""Per-family adapters: where a VLM keeps its decoder layers, final norm, lm_head, image tokens and patch grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def unwrap_model(model: nn.Module) -> PreTrainedModel:
+    """The transformers model inside a PEFT or DDP wrapper."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def effective_weight(linear: nn.Module, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The weight a (possibly LoRA-wrapped, possibly quantized) linear layer really applies, optionally only ``rows``.
+
+    Un-merged, enabled LoRA adapters add ``B @ A * scaling``; only the requested rows of ``B`` are used, so the
+    rows of a vocabulary-sized layer never need the full delta.
+    """
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.integrations import dequantize_module_weight
+
+    base = linear.get_base_layer() if isinstance(linear, LoraLayer) else linear
+    weight = dequantize_module_weight(base)
+    weight = weight if rows is None else weight[rows]
+    if not isinstance(linear, LoraLayer) or linear.disable_adapters:
+        return weight
+    weight = weight.float()
+    for name in linear.active_adapters:
+        if name in linear.merged_adapters or name not in linear.lora_A:
+            continue
+        if linear.use_dora.get(name, False):
+            raise NotImplementedError(f"DoRA adapter {name!r} is not supported by the tracer; merge it first")
+        if getattr(linear, "fan_in_fan_out", False):
+            raise NotImplementedError("LoRA with fan_in_fan_out=True is not supported by the tracer")
+        lora_b = linear.lora_B[name].weight.float()
+        lora_b = lora_b if rows is None else lora_b[rows]
+        weight = weight + lora_b @ linear.lora_A[name].weight.float() * linear.scaling[name]
+    return weight
+
+
+@dataclass
+class ImageGrid:
+    """One image's run of image tokens in the sequence: how many there are and the grid they tile."""
+
+    num_tokens: int
+    grid: tuple[int, int]
+    pixels: tuple[int, int]  # (height, width) of the image as the vision tower saw it
+    skip_leading: int = 0  # tokens at the start of the run that are not on the grid (a CLS feature)
+
+
+class ModelAdapter:
+    """Where the tracer finds the parts of one model family. Subclasses say how images map onto the sequence."""
+
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module):
+        self.model = unwrap_model(model)
+        config = self.model.config
+        missing = [
+            what
+            for what, ok in (
+                ("model.language_model (the text decoder)", hasattr(getattr(self.model, "model", None), "language_model")),
+                ("lm_head", hasattr(self.model, "lm_head")),
+                ("config.image_token_id", getattr(config, "image_token_id", None) is not None),
+            )
+            if not ok
+        ]
+        if not missing:
+            text = self.model.model.language_model
+            missing = [
+                what
+                for what, ok in (
+                    ("language_model.layers[*].self_attn.o_proj", all(hasattr(layer, "self_attn") and hasattr(layer.self_attn, "o_proj") for layer in getattr(text, "layers", []))),
+                    ("language_model.layers", len(getattr(text, "layers", [])) > 0),
+                    ("language_model.norm", hasattr(text, "norm")),
+                )
+                if not ok
+            ]
+        if missing:
+            raise ValueError(f"{type(self.model).__name__} is missing what the saliency tracer needs: {', '.join(missing)}")
+        self.text_model: nn.Module = self.model.model.language_model
+        self.text_config = self.text_model.config
+        self.image_token_id: int = config.image_token_id
+
+    @property
+    def attentions(self) -> list[nn.Module]:
+        return [layer.self_attn for layer in self.text_model.layers]
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.text_model.norm
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    @property
+    def norm_eps(self) -> float:
+        norm = self.final_norm
+        for name in ("variance_epsilon", "eps"):
+            if hasattr(norm, name):
+                return float(getattr(norm, name))
+        raise ValueError(f"cannot find the epsilon of the final norm {type(norm).__name__}")
+
+    @property
+    def norm_centers(self) -> bool:
+        """True for LayerNorm (the mean is subtracted), False for RMSNorm."""
+        return isinstance(self.final_norm, nn.LayerNorm)
+
+    def norm_gain(self) -> torch.Tensor:
+        return self.final_norm.weight
+
+    def o_proj_weight(self, layer: int) -> torch.Tensor:
+        """The (hidden, heads * head_dim) matrix of layer ``layer``'s output projection, adapters included."""
+        return effective_weight(self.attentions[layer].o_proj)
+
+    def image_grids(self, vision_inputs: dict, token_counts: list[int]) -> list[list[ImageGrid]]:
+        """Per sample, the grid of each of its images in order, given how many image tokens each sample holds."""
+        raise NotImplementedError
+
+
+class QwenVLAdapter(ModelAdapter):
+    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL: image tokens tile ``image_grid_thw`` after the spatial merge, row-major."""
+
+    model_types = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+    def image_grids(self, vision_inputs: dict, token_counts: list[int]) -> list[list[ImageGrid]]:
+        grid_thw = vision_inputs.get("image_grid_thw")
+        grid_thw = [] if grid_thw is None else grid_thw.tolist()
+        vision = self.model.config.vision_config
+        merge = vision.spatial_merge_size
+        grids = []
+        for t, h, w in grid_thw:
+            if t != 1:
+                raise ValueError(f"image_grid_thw has temporal size {t}; only still images (t=1) are supported")
+            pixels = (h * vision.patch_size, w * vision.patch_size)
+            grids.append(ImageGrid(num_tokens=h * w // merge**2, grid=(h // merge, w // merge), pixels=pixels))
+        out, queue = [], iter(grids)
+        for sample, count in enumerate(token_counts):
+            mine = []
+            while count > 0:
+                grid = next(queue, None)
+                if grid is None or grid.num_tokens > count:
+                    raise ValueError(f"sample {sample}: its image tokens do not match image_grid_thw")
+                mine.append(grid)
+                count -= grid.num_tokens
+            out.append(mine)
+        if next(queue, None) is not None:
+            raise ValueError(f"image_grid_thw lists more images than the input_ids hold ({len(grids)})")
+        return out
+
+
+class LlavaAdapter(ModelAdapter):
+    """LLaVA: each image is a fixed square patch grid of the vision tower (plus CLS with the "full" strategy)."""
+
+    model_types = ("llava",)
+
+    def image_grids(self, vision_inputs: dict, token_counts: list[int]) -> list[list[ImageGrid]]:
+        config = self.model.config
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        cls = 1 if config.vision_feature_select_strategy == "full" else 0
+        size = config.vision_config.image_size
+        grid = ImageGrid(num_tokens=side * side + cls, grid=(side, side), pixels=(size, size), skip_leading=cls)
+        out = []
+        for sample, count in enumerate(token_counts):
+            if count % grid.num_tokens:
+                raise ValueError(f"sample {sample}: {count} image tokens is not a whole number of {grid.num_tokens}-token images")
+            out.append([grid] * (count // grid.num_tokens))
+        return out
+
+
+ADAPTERS: tuple[type[ModelAdapter], ...] = (QwenVLAdapter, LlavaAdapter)
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter of ``model``'s family (PEFT-wrapped models too); a clear error for an unsupported family."""
+    inner = unwrap_model(model)
+    model_type = getattr(getattr(inner, "config", None), "model_type", None)
+    for cls in ADAPTERS:
+        if model_type in cls.model_types:
+            return cls(inner)
+    supported = ", ".join(t for cls in ADAPTERS for t in cls.model_types)
+    raise ValueError(
+        f"the saliency tracer has no adapter for model_type {model_type!r} ({type(inner).__name__}); "
+        f"supported: {supported}. Write a ModelAdapter subclass saying where its layers, final norm, lm_head, "
+        "image tokens and patch grid are, and pass it as adapter="
+    )

@@ -1,0 +1,155 @@
+"""Capturing the attention rows the maps need, inside the model's own forward pass.
+
+The text decoder's attention implementation is swapped (through transformers' ``AttentionInterface``, never by
+patching library code) for a function that first calls the model's own implementation (SDPA, flash, eager) for
+the real output, then computes exactly the query rows the maps need from the same post-rotary queries and keys,
+mask and scaling, sharing grouped KV heads like the model. Rows are softmaxed over all keys but only their image
+(and thinking) columns are kept, so nothing of size L x L is ever held.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .adapters import ModelAdapter
+
+TRACE_PREFIX = "saliency_trace_over_"
+
+
+def attention_rows(
+    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """Softmax attention weights of the given query rows: (B, H, r, d) x (B, KVH, L, d) -> (B, H, r, L).
+
+    ``mask`` is additive, broadcastable to (B, H, r, L). Query head h reads key head ``h // (H // KVH)``, as in
+    ``repeat_kv``, without copying the keys. Computed in float32 (or the inputs' dtype when wider).
+    """
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    batch, heads, rows, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.to(dtype).reshape(batch, kv_heads, heads // kv_heads, rows, dim)
+    scores = torch.matmul(grouped, key.to(dtype)[:, :, None].transpose(-1, -2)) * scaling
+    scores = scores.reshape(batch, heads, rows, -1)
+    if mask is not None:
+        scores = scores + mask
+    return scores.softmax(-1)
+
+
+def additive_row_mask(
+    mask: torch.Tensor | None, batch: slice | torch.Tensor, rows: torch.Tensor, q_len: int, kv_len: int, dtype
+) -> torch.Tensor:
+    """The model's mask restricted to query ``rows`` (indices into the call's queries), as an additive float mask.
+
+    Accepts what transformers passes to an attention function: None (plain causal), a 4-D boolean or additive
+    mask, or a 2-D padding mask (flash attention), which is combined with causality.
+    """
+    if mask is not None and mask.dim() == 4:
+        selected = (mask if mask.shape[0] == 1 else mask[batch])[:, :, rows, :kv_len]
+        if selected.dtype != torch.bool:
+            return selected.to(dtype).clamp_min(torch.finfo(dtype).min)
+        allowed = selected
+    else:
+        keys = torch.arange(kv_len, device=rows.device)
+        allowed = (keys[None, :] <= (kv_len - q_len + rows)[:, None])[None, None]  # (1, 1, r, L)
+        if mask is not None:  # 2-D padding mask
+            allowed = allowed & mask[batch].bool()[:, None, None, :kv_len]
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
+class Recorder:
+    """What a capture mode does with the attention calls, final-norm inputs and model inputs it sees."""
+
+    def on_model_inputs(self, kwargs: dict) -> None:
+        """Called before each forward of the full model, with its keyword arguments."""
+
+    def on_attention(self, layer: int, query, key, value, mask, scaling: float) -> None:
+        raise NotImplementedError
+
+    def on_final_norm(self, hidden: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+def _original_attention(name: str, module: torch.nn.Module):
+    if name == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(name, None)
+
+
+@contextmanager
+def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None]:
+    """Route the text decoder's attention through ``recorder`` and hook the final norm; undo everything on exit."""
+    config = adapter.text_config
+    original = config._attn_implementation or "sdpa"
+    if original.startswith(TRACE_PREFIX):
+        raise RuntimeError("this model is already being traced; nested tracing is not supported")
+    name = f"{TRACE_PREFIX}{original}_{uuid.uuid4().hex[:8]}"
+    attentions = adapter.attentions
+    norm_eps = adapter.norm_eps
+    centers = adapter.norm_centers
+
+    def traced(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        output = _original_attention(original, module)(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        for unsupported in ("softcap", "s_aux"):
+            if kwargs.get(unsupported) is not None:
+                raise NotImplementedError(f"the saliency tracer does not support attention with {unsupported}")
+        if kwargs.get("sliding_window") is not None and (attention_mask is None or attention_mask.dim() != 4):
+            raise NotImplementedError("sliding-window attention without a 4-D mask is not supported by the tracer")
+        with torch.no_grad():
+            recorder.on_attention(
+                module.layer_idx, query.detach(), key.detach(), value.detach(), attention_mask,
+                scaling if scaling is not None else query.shape[-1] ** -0.5,
+            )
+        return output
+
+    def norm_hook(module, args):
+        hidden = args[0].detach()
+        with torch.no_grad():
+            wide = hidden.to(torch.promote_types(hidden.dtype, torch.float32))
+            if centers:
+                wide = wide - wide.mean(-1, keepdim=True)
+            recorder.on_final_norm(torch.rsqrt(wide.pow(2).mean(-1) + norm_eps))
+
+    def input_hook(module, args, kwargs):
+        recorder.on_model_inputs(kwargs)
+
+    if any(getattr(a, "layer_idx", None) != i for i, a in enumerate(attentions)):
+        raise ValueError("the text decoder's attention modules must carry layer_idx = their index")
+    handles = []
+    ALL_ATTENTION_FUNCTIONS.register(name, traced)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
+    try:
+        config._attn_implementation = name
+        handles.append(adapter.final_norm.register_forward_pre_hook(norm_hook))
+        handles.append(adapter.model.register_forward_pre_hook(input_hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        config._attn_implementation = original
+        del ALL_ATTENTION_FUNCTIONS._global_mapping[name]
+        del ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[name]
+
+
+@dataclass
+class SampleRows:
+    """What one sample's maps are computed from (all per layer, float32 or wider, on the model's device).
+
+    ``image_rows[l]``: (H, R, N) attention of rows ``first_row .. first_row + R - 1`` to the N image positions;
+    ``think_rows[l]``: (H, A, T) attention of the answer tokens' rows to the thinking positions;
+    ``values[l]``: (KVH, N, d) values of the image positions; ``inv_scale``: 1 / rms(final-norm input) by row.
+    """
+
+    first_row: int
+    image_rows: list[torch.Tensor]
+    think_rows: list[torch.Tensor]
+    values: list[torch.Tensor]
+    inv_scale: torch.Tensor

@@ -1,0 +1,311 @@
+"""The saliency tracer: maps captured during ``generate`` or during one scoring forward over prompt + completion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .adapters import ImageGrid, ModelAdapter, adapter_for
+from .capture import Recorder, SampleRows, additive_row_mask, attention_rows, traced_attention
+from .decomposition import RowMode, token_scores
+from .output import ImageLayout, SaliencyMaps
+from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
+
+
+def _padded_positions(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Column indices of the True entries of each row of a (B, L) mask, padded with 0 to a (B, N_max) tensor."""
+    counts = mask.sum(-1).tolist()
+    index = torch.zeros(mask.shape[0], max(counts, default=0), dtype=torch.long, device=mask.device)
+    for b, count in enumerate(counts):
+        index[b, :count] = mask[b].nonzero().squeeze(-1)
+    return index, counts
+
+
+def _gather_columns(probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, H, r, L) probabilities at the (B, N) columns ``index`` -> (B, H, r, N)."""
+    batch, heads, rows, _ = probs.shape
+    return probs.gather(-1, index[:, None, None, :].expand(batch, heads, rows, -1))
+
+
+@dataclass
+class _Plan:
+    """Rows of one sample to capture in a scoring forward (absolute positions, half-open ranges)."""
+
+    first_row: int
+    end_row: int
+    answer_rows: tuple[int, int]
+    think_columns: tuple[int, int]
+
+
+def _plan(spans: CompletionSpans, prompt_length: int, row: RowMode) -> _Plan:
+    think_columns = (prompt_length + spans.thinking[0], prompt_length + spans.thinking[1])
+    first_think_row = think_columns[0] - 1 if row == "q" else think_columns[0]
+    return _Plan(
+        first_row=min(prompt_length - 1, first_think_row),
+        end_row=prompt_length - 1 + spans.answer[1],
+        answer_rows=(prompt_length - 1 + spans.answer[0], prompt_length - 1 + spans.answer[1]),
+        think_columns=think_columns,
+    )
+
+
+class _ScoringRecorder(Recorder):
+    """Keeps, per sample, its planned rows of one forward over prompt + completion, in chunks of rows."""
+
+    def __init__(self, plans: list[_Plan | None], image_index: torch.Tensor, image_counts: list[int], chunk_elements: int):
+        self.plans, self.image_index, self.image_counts = plans, image_index, image_counts
+        self.chunk_elements = chunk_elements
+        self.rows: list[SampleRows | None] = [
+            None if plan is None else SampleRows(plan.first_row, [], [], [], torch.empty(0)) for plan in plans
+        ]
+
+    def on_attention(self, layer, query, key, value, mask, scaling):
+        heads, q_len, kv_len = query.shape[1], query.shape[2], key.shape[2]
+        chunk = max(1, self.chunk_elements // (heads * kv_len))
+        for b, (plan, rows) in enumerate(zip(self.plans, self.rows)):
+            if plan is None:
+                continue
+            columns = self.image_index[b : b + 1, : self.image_counts[b]]
+            image_parts, think_parts = [], []
+            for start in range(plan.first_row, plan.end_row, chunk):
+                row_index = torch.arange(start, min(start + chunk, plan.end_row), device=query.device)
+                row_mask = additive_row_mask(mask, slice(b, b + 1), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32))
+                probs = attention_rows(query[b : b + 1, :, row_index], key[b : b + 1], row_mask, scaling)
+                image_parts.append(_gather_columns(probs, columns)[0].to(query.dtype))
+                lo, hi = max(start, plan.answer_rows[0]), min(start + chunk, plan.answer_rows[1])
+                if lo < hi:
+                    think_parts.append(probs[0, :, lo - start : hi - start, slice(*plan.think_columns)].to(query.dtype))
+            rows.image_rows.append(torch.cat(image_parts, 1))
+            rows.think_rows.append(torch.cat(think_parts, 1))
+            rows.values.append(value[b, :, columns[0]])
+
+    def on_final_norm(self, inv_scale):
+        for b, rows in enumerate(self.rows):
+            if rows is not None:
+                rows.inv_scale = inv_scale[b]
+
+
+class _GenerationRecorder(Recorder):
+    """Keeps each decode step's new query row; tracks ``<think>``/``</think>`` from the tokens fed at each step."""
+
+    def __init__(self, adapter: ModelAdapter, tokens: SpecialTokens, row: RowMode):
+        self.adapter, self.tokens, self.row = adapter, tokens, row
+        self.prompt_ids: torch.Tensor | None = None
+        self.position = 0  # absolute position of the first query row of the current forward
+        self.image_rows: list[list[torch.Tensor]] = [[] for _ in adapter.attentions]
+        self.think_rows: list[list[torch.Tensor]] = [[] for _ in adapter.attentions]
+        self.think_steps: list[tuple[int, torch.Tensor]] = []  # (row, which samples were answering)
+        self.values: list[torch.Tensor | None] = [None for _ in adapter.attentions]
+        self.inv_scale: list[torch.Tensor] = []
+
+    def on_model_inputs(self, kwargs):
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError("tracing generate needs input_ids in every forward (inputs_embeds-only is not supported)")
+        if self.prompt_ids is None:
+            self._start(input_ids, kwargs)
+            return
+        if input_ids.shape[1] != 1:
+            raise ValueError("tracing generate needs one new token per step: use_cache=True, no assisted decoding")
+        self.position += 1 if self.position else self.prompt_ids.shape[1]
+        for b, token in enumerate(input_ids[:, 0].tolist()):
+            if token == self.tokens.think_open and self.think_open[b] is None:
+                self.think_open[b] = self.position
+            elif token == self.tokens.think_close and self.think_open[b] is not None and self.think_columns[b] is None:
+                self.think_columns[b] = (self.think_open[b] + 1, self.position)
+        answering = [c is not None for c in self.think_columns]
+        if any(answering):
+            self.answering = torch.tensor(answering, device=input_ids.device)
+            widths = [0 if c is None else c[1] - c[0] for c in self.think_columns]
+            self.think_index = torch.zeros(len(widths), max(widths), dtype=torch.long, device=input_ids.device)
+            for b, columns in enumerate(self.think_columns):
+                if columns is not None:
+                    self.think_index[b, : widths[b]] = torch.arange(*columns, device=input_ids.device)
+            self.think_steps.append((self.position, self.answering))
+
+    def _start(self, input_ids: torch.Tensor, kwargs: dict) -> None:
+        self.prompt_ids = input_ids
+        self.attention_mask = kwargs.get("attention_mask")
+        self.image_index, self.image_counts = _padded_positions(input_ids == self.adapter.image_token_id)
+        prompt_length = input_ids.shape[1]
+        self.think_open = [prompt_opens_thinking(ids, self.tokens) for ids in input_ids.tolist()]
+        self.think_columns: list[tuple[int, int] | None] = [None] * len(self.think_open)
+        first_rows = [prompt_length - 1] + [
+            (opened if self.row == "q" else opened + 1) for opened in self.think_open if opened is not None
+        ]
+        self.first_row = min(first_rows)
+
+    def on_attention(self, layer, query, key, value, mask, scaling):
+        q_len, kv_len = query.shape[2], key.shape[2]
+        dtype = torch.promote_types(query.dtype, torch.float32)
+        if self.values[layer] is None:  # the prefill
+            index = self.image_index[:, None, :, None].expand(-1, value.shape[1], -1, value.shape[-1])
+            self.values[layer] = value.gather(2, index)
+            row_index = torch.arange(self.first_row, q_len, device=query.device)
+            query = query[:, :, row_index]
+        else:
+            row_index = torch.arange(q_len, device=query.device)
+        row_mask = additive_row_mask(mask, slice(None), row_index, q_len, kv_len, dtype)
+        probs = attention_rows(query, key, row_mask, scaling)
+        self.image_rows[layer].append(_gather_columns(probs, self.image_index).to(query.dtype))
+        if self.think_steps and self.think_steps[-1][0] == self.position and q_len == 1:
+            self.think_rows[layer].append(probs[:, :, 0].gather(-1, self.think_index[:, None].expand(-1, probs.shape[1], -1)).to(query.dtype))
+
+    def on_final_norm(self, inv_scale):
+        self.inv_scale.append(inv_scale)
+
+    def sample_rows(self, b: int, spans: CompletionSpans) -> SampleRows:
+        """The captured rows of sample ``b`` (whose spans agree with the tracked ones)."""
+        count = self.image_counts[b]
+        prompt_length = self.prompt_ids.shape[1]
+        answer_rows = range(prompt_length - 1 + spans.answer[0], prompt_length - 1 + spans.answer[1])
+        steps = [i for i, (row, answering) in enumerate(self.think_steps) if row in answer_rows and bool(answering[b])]
+        if len(steps) != len(answer_rows):
+            raise RuntimeError(f"sample {b}: the tracked thinking span disagrees with the completion's spans")
+        width = spans.thinking[1] - spans.thinking[0]
+        return SampleRows(
+            first_row=self.first_row,
+            image_rows=[torch.cat(layer, 2)[b, :, :, :count] for layer in self.image_rows],
+            think_rows=[torch.stack([layer[i][b, :, :width] for i in steps], 1) for layer in self.think_rows],
+            values=[value[b, :, :count] for value in self.values],
+            inv_scale=torch.cat([s[b] for s in self.inv_scale]),
+        )
+
+
+@dataclass
+class TracedGeneration:
+    """What :meth:`SaliencyTracer.generate` returns: ``generate``'s own output and one map set per sequence."""
+
+    output: object
+    sequences: torch.Tensor
+    maps: list[SaliencyMaps]
+
+
+class SaliencyTracer:
+    """Direct and reasoning-flow saliency maps of a VLM's completions, captured inside its own forward pass.
+
+    Args:
+        model: a supported transformers VLM (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA), PEFT-wrapped or not.
+        tokens: ids of ``<think>``, ``</think>`` and the stop tokens (``SpecialTokens.from_tokenizer``).
+        row: which row carries a thinking token's view of the image in the flow map: ``"q"`` (the position that
+            generated it, default) or ``"pos"`` (its own position).
+        adapter: overrides the family adapter found from the model's config.
+        chunk_elements: at most this many attention scores are held at once per sample in a scoring forward.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokens: SpecialTokens,
+        row: RowMode = "q",
+        adapter: ModelAdapter | None = None,
+        chunk_elements: int = 1 << 24,
+    ):
+        if row not in ("q", "pos"):
+            raise ValueError(f"row must be 'q' or 'pos', got {row!r}")
+        self.model = model
+        self.tokens = tokens
+        self.row = row
+        self.adapter = adapter or adapter_for(model)
+        self.chunk_elements = chunk_elements
+
+    def generate(self, input_ids: torch.Tensor, image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None, **generate_kwargs) -> TracedGeneration:
+        """Run ``model.generate`` and capture the maps of every returned sequence on the way (no extra forward).
+
+        ``image_sizes[b]`` lists the (height, width) of sample b's images, the size maps are upsampled to
+        (default: the size the vision tower saw). Greedy or sampled decoding with the KV cache; no beam search.
+        """
+        if generate_kwargs.get("num_beams", 1) != 1:
+            raise ValueError("tracing generate does not support beam search (num_beams > 1)")
+        recorder = _GenerationRecorder(self.adapter, self.tokens, self.row)
+        with traced_attention(self.adapter, recorder):
+            output = self.model.generate(input_ids=input_ids, **generate_kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        prompt_length = recorder.prompt_ids.shape[1]
+        # generate repeats each sample num_return_sequences times, consecutively.
+        copies = len(sequences) // len(input_ids)
+        counts = (input_ids == self.adapter.image_token_id).sum(-1).tolist()
+        grids = [g for g in self.adapter.image_grids(generate_kwargs, counts) for _ in range(copies)]
+        sizes = None if image_sizes is None else [s for s in image_sizes for _ in range(copies)]
+        maps = self._maps(
+            recorder.prompt_ids, list(sequences[:, prompt_length:].cpu()), recorder.image_counts, grids, sizes,
+            lambda b, spans: recorder.sample_rows(b, spans),
+        )
+        return TracedGeneration(output=output, sequences=sequences, maps=maps)
+
+    def score(
+        self,
+        prompt_ids: torch.Tensor,
+        completion_ids: torch.Tensor,
+        prompt_mask: torch.Tensor | None = None,
+        completion_mask: torch.Tensor | None = None,
+        image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None,
+        **vision_inputs,
+    ) -> list[SaliencyMaps]:
+        """Maps of completions produced anywhere, from one forward over (left-padded) prompt + completion.
+
+        The layout is TRL's: ``prompt_ids`` (B, P) left-padded, ``completion_ids`` (B, C) right-padded;
+        ``vision_inputs`` are the processor's (``pixel_values``, ``image_grid_thw``, ...).
+        """
+        prompt_length = prompt_ids.shape[1]
+        if prompt_mask is None:
+            prompt_mask = torch.ones_like(prompt_ids)
+        if completion_mask is None:
+            completion_mask = torch.ones_like(completion_ids)
+        if "mm_token_type_ids" in vision_inputs:  # the completion holds text tokens only (type 0)
+            types = vision_inputs["mm_token_type_ids"]
+            vision_inputs = {**vision_inputs, "mm_token_type_ids": torch.cat([types, torch.zeros_like(completion_ids)], 1)}
+        input_ids = torch.cat([prompt_ids, completion_ids], 1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], 1)
+        image_index, image_counts = _padded_positions(prompt_ids == self.adapter.image_token_id)
+        plans: list[_Plan | None] = []
+        completions = [ids[:n] for ids, n in zip(completion_ids.cpu(), completion_mask.sum(-1).tolist())]
+        for b, completion in enumerate(completions):
+            spans = self._spans(prompt_ids[b], completion.tolist())
+            plans.append(_plan(spans, prompt_length, self.row) if isinstance(spans, CompletionSpans) and image_counts[b] else None)
+        recorder = _ScoringRecorder(plans, image_index, image_counts, self.chunk_elements)
+        with traced_attention(self.adapter, recorder), torch.no_grad():
+            self.model(input_ids=input_ids, attention_mask=attention_mask, **vision_inputs)
+        grids = self.adapter.image_grids(vision_inputs, image_counts)
+        return self._maps(prompt_ids, completions, image_counts, grids, image_sizes, lambda b, spans: recorder.rows[b])
+
+    def _spans(self, prompt_ids: torch.Tensor, completion: list[int]) -> CompletionSpans | str:
+        prompt = prompt_ids.tolist()
+        opened = prompt_opens_thinking(prompt, self.tokens)
+        return find_spans(completion, self.tokens, None if opened is None else len(prompt) - opened - 1)
+
+    @torch.no_grad()
+    def _maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
+        o_proj = [self.adapter.o_proj_weight(layer) for layer in range(len(self.adapter.attentions))]
+        prompt_length = prompt_ids.shape[1]
+        results = []
+        for b, completion in enumerate(completions):
+            spans = self._spans(prompt_ids[b], completion.tolist())
+            layouts = _layouts(grids[b], None if image_sizes is None else image_sizes[b], b)
+            if not isinstance(spans, CompletionSpans):
+                results.append(SaliencyMaps(completion, None, layouts, reason=spans))
+                continue
+            if not image_counts[b]:
+                results.append(SaliencyMaps(completion, spans, layouts, reason="the sample has no image"))
+                continue
+            scores = token_scores(self.adapter, o_proj, rows_of(b, spans), completion, spans, prompt_length, self.row)
+            num_tokens = len(completion)
+            pad = {kind: torch.cat([s, s.new_zeros(num_tokens - len(s), s.shape[1])]) for kind, s in scores.items()}
+            direct = torch.arange(num_tokens) < spans.answer[1]
+            flow = (torch.arange(num_tokens) >= spans.answer[0]) & direct
+            results.append(SaliencyMaps(completion, spans, layouts, pad, {"direct": direct, "flow": flow}))
+        return results
+
+
+def _layouts(grids: list[ImageGrid], sizes: Sequence[tuple[int, int]] | None, sample: int) -> list[ImageLayout]:
+    if sizes is not None and len(sizes) != len(grids):
+        raise ValueError(f"image_sizes[{sample}] lists {len(sizes)} sizes but the sample holds {len(grids)} images")
+    layouts, start = [], 0
+    for i, grid in enumerate(grids):
+        positions = torch.arange(start + grid.skip_leading, start + grid.num_tokens)
+        size = grid.pixels if sizes is None else tuple(int(x) for x in sizes[i])
+        layouts.append(ImageLayout(positions=positions, grid=grid.grid, size=size))
+        start += grid.num_tokens
+    return layouts

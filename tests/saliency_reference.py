@@ -1,0 +1,153 @@
+"""Tiny VLMs, hand-built inputs and the brute-force reference the saliency tracer is tested against.
+
+The reference runs the model with eager attention and ``output_attentions=True`` and decomposes every head's
+contribution explicitly through the final RMSNorm (at the real scale) and the full lm_head, reading the logit
+of the target token out of vocabulary-sized logits: the slow, obvious computation of SPEC section 3.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForImageTextToText, LogitsProcessor, LogitsProcessorList
+
+from saliency import SpecialTokens
+from vlm.tiny_configs import TinyTokenIds, tiny_model_config
+
+IDS = TinyTokenIds(vocab_size=64, pad=0, bos=1, eos=2, image=3, video=4, vision_start=5, vision_end=6)
+THINK, END_THINK, IM_END = 7, 8, 9
+TOKENS = SpecialTokens(think_open=THINK, think_close=END_THINK, stop_ids=frozenset({IDS.pad, IDS.eos, IM_END}))
+TEXT = list(range(10, 64))
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+def tiny_vlm(family: str, dtype: torch.dtype = torch.float64, seed: int = 0, **config):
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(tiny_model_config(family, IDS, **config)).to(dtype).eval()
+    model.generation_config.pad_token_id = IDS.pad
+    model.generation_config.eos_token_id = IDS.eos
+    return model
+
+
+def image_tokens(model, family: str, grid: tuple[int, int]) -> int:
+    """Image tokens of one image with a (rows, cols) merged grid (LLaVA: its fixed grid, ``grid`` ignored)."""
+    if family == "llava":
+        vision = model.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 + (model.config.vision_feature_select_strategy == "full")
+    return grid[0] * grid[1]
+
+
+def vision_inputs(model, family: str, grids: list[tuple[int, int]], dtype: torch.dtype, seed: int = 1) -> dict:
+    """Random pixel inputs for images with the given merged grids, in sample order."""
+    generator = torch.Generator().manual_seed(seed)
+    vision = model.config.vision_config
+    if family == "llava":
+        size = vision.image_size
+        return {"pixel_values": torch.randn(len(grids), 3, size, size, generator=generator, dtype=dtype)}
+    patch = 3 * vision.temporal_patch_size * vision.patch_size**2
+    thw = torch.tensor([[1, 2 * r, 2 * c] for r, c in grids])  # patches, before the 2x2 merge
+    pixels = torch.randn(int(thw.prod(-1).sum()), patch, generator=generator, dtype=dtype)
+    return {"pixel_values": pixels, "image_grid_thw": thw}
+
+
+def prompt_batch(model, family: str, samples: list[tuple[list[tuple[int, int]], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompts; each sample is (grids of its images, text token ids after the images)."""
+    rows = []
+    for grids, text in samples:
+        ids = [IDS.bos]
+        for grid in grids:
+            ids += [IDS.vision_start] + [IDS.image] * image_tokens(model, family, grid) + [IDS.vision_end]
+        rows.append(ids + text)
+    width = max(map(len, rows))
+    prompt = torch.tensor([[IDS.pad] * (width - len(r)) + r for r in rows])
+    mask = (torch.arange(width)[None] >= width - torch.tensor([[len(r)] for r in rows])).long()
+    return prompt, mask
+
+
+def text_inputs(family: str, prompt: torch.Tensor) -> dict:
+    """What the processor adds beside input_ids: Qwen's M-RoPE needs to know which tokens are image tokens."""
+    return {} if family == "llava" else {"mm_token_type_ids": prompt.eq(IDS.image).long()}
+
+
+def right_pad(completions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, completions))
+    ids = torch.tensor([c + [IDS.pad] * (width - len(c)) for c in completions])
+    mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in completions])
+    return ids, mask
+
+
+class Scripted(LogitsProcessor):
+    """Forces each sample's completion to a script (then EOS/padding), so a random model writes a valid format."""
+
+    def __init__(self, scripts: list[list[int]], prompt_length: int):
+        self.scripts, self.prompt_length = scripts, prompt_length
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_length
+        forced = torch.full_like(scores, float("-inf"))
+        for b, script in enumerate(self.scripts):
+            forced[b, script[step] if step < len(script) else IDS.eos] = 0.0
+        return forced
+
+
+def scripted_generate_kwargs(scripts: list[list[int]], prompt_length: int) -> dict:
+    return dict(
+        logits_processor=LogitsProcessorList([Scripted(scripts, prompt_length)]), do_sample=False,
+        max_new_tokens=max(map(len, scripts)) + 1,
+    )
+
+
+def image_positions(input_ids: torch.Tensor) -> list[torch.Tensor]:
+    return [row.eq(IDS.image).nonzero().squeeze(-1) for row in input_ids]
+
+
+@torch.no_grad()
+def reference_scores(model, input_ids, attention_mask, vision, prompt_length: int, spans: list, row: str = "q") -> list:
+    """Brute-force direct and flow scores (K, N) per sample, None where ``spans`` is None."""
+    model.config.text_config._attn_implementation = "eager"
+    text = model.model.language_model
+    captured = {}
+    hooks = [
+        layer.self_attn.v_proj.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(("v", i), out))
+        for i, layer in enumerate(text.layers)
+    ]
+    hooks.append(text.norm.register_forward_pre_hook(lambda m, a: captured.__setitem__("r", a[0])))
+    try:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True, **vision)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.config.text_config._attn_implementation = "sdpa"
+    heads, kv_heads = text.config.num_attention_heads, text.config.num_key_value_heads
+    head_dim = text.layers[0].self_attn.head_dim
+    eps = text.norm.variance_epsilon
+    gain, vocab = text.norm.weight, model.lm_head.weight
+    results = []
+    for b, span in enumerate(spans):
+        if span is None:
+            results.append(None)
+            continue
+        images = image_positions(input_ids)[b]
+        r = captured["r"][b]
+        inv_rms = torch.rsqrt(r.pow(2).mean(-1) + eps)
+        end = span.answer[1]
+        think = prompt_length + torch.arange(*span.thinking)
+        think_rows = think - 1 if row == "q" else think
+        direct = torch.zeros(end, len(images), dtype=r.dtype)
+        flow = torch.zeros_like(direct)
+        for layer, attention in enumerate(out.attentions):
+            a = attention[b]  # (H, L, L)
+            v = captured[("v", layer)][b].reshape(-1, kv_heads, head_dim)[images]  # (N, KVH, d)
+            w_o = text.layers[layer].self_attn.o_proj.weight  # (D, H*d)
+            for h in range(heads):
+                w_h = w_o[:, h * head_dim : (h + 1) * head_dim]
+                head_vectors = v[:, h // (heads // kv_heads)] @ w_h.T  # (N, D): W_O[l,h] v[l,h][j]
+                for k in range(end):
+                    q = prompt_length - 1 + k
+                    y = int(input_ids[b, prompt_length + k])
+                    logits = (gain * head_vectors * inv_rms[q]) @ vocab.T  # (N, vocab)
+                    direct[k] += a[h, q, images] * logits[:, y]
+                    if span.answer[0] <= k:
+                        weight = a[h, q, think] @ a[h][think_rows][:, images]  # (N,)
+                        flow[k] += weight * logits[:, y]
+        results.append({"direct": direct, "flow": flow})
+    return results
