@@ -36,6 +36,7 @@ from transformers import (
     PreTrainedModel,
     ProcessorMixin,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 from transformers.utils import is_torchvision_available
@@ -112,6 +113,7 @@ def load_model_and_processor(
 
     processor = load_processor(
         name,
+        config=config,
         revision=model_args.model_revision,
         trust_remote_code=trust_remote_code,
         min_pixels=min_pixels,
@@ -148,15 +150,22 @@ def vision_module_names(model: PreTrainedModel) -> list[str]:
 def load_processor(
     name_or_path: str,
     *,
+    config: PretrainedConfig | None = None,
     revision: str = "main",
     trust_remote_code: bool = False,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
     **kwargs,
 ) -> ProcessorMixin:
-    """Load the processor of a VLM; without torchvision, Qwen-VL processors are loaded without video support."""
-    config = _load_config(name_or_path, revision, trust_remote_code)
-    processor_class = PROCESSOR_MAPPING.get(type(config), None)
+    """Load the processor of a VLM; without torchvision, Qwen-VL processors are loaded without video support.
+
+    ``config`` is the model's config, read from ``name_or_path`` unless given (a saved adapter has none).
+    """
+    config = config or _load_config(name_or_path, revision, trust_remote_code)
+    # Remote-code configs subclass a native one; their model_type still names the native processor.
+    processor_class = None
+    if config.model_type in CONFIG_MAPPING:
+        processor_class = PROCESSOR_MAPPING.get(CONFIG_MAPPING[config.model_type], None)
     needs_videos = processor_class is not None and "video_processor" in processor_class.get_attributes()
     if needs_videos and not is_torchvision_available():
         processor = image_only_processor_class(processor_class).from_pretrained(
@@ -233,7 +242,7 @@ def merge_lora_adapter(
     )
     merged = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
     if (adapter_path / "processor_config.json").is_file():
-        processor = load_processor(str(adapter_path), trust_remote_code=trust_remote_code)
+        processor = load_processor(str(adapter_path), config=model.config, trust_remote_code=trust_remote_code)
     output_dir = Path(output_dir)
     merged.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
