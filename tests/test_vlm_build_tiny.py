@@ -18,7 +18,14 @@ from vlm.chat_templates import QWEN_DEFAULT_SYSTEM_PROMPT
 # 8x8 CLIP patches for LLaVA's 112x112 input.
 IMAGE_TOKENS = {"qwen2_5_vl": 36, "qwen2_vl": 36, "qwen3_vl": 25, "llava": 64}
 VISION_TOKENS = {
-    "qwen2_5_vl": ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>", "<|im_start|>", "<|im_end|>"],
+    "qwen2_5_vl": [
+        "<|vision_start|>",
+        "<|image_pad|>",
+        "<|vision_end|>",
+        "<|video_pad|>",
+        "<|im_start|>",
+        "<|im_end|>",
+    ],
     "llava": ["<image>", "<s>", "</s>"],
 }
 TEXTS = [
@@ -85,7 +92,9 @@ def test_tokenizer_special_tokens_are_single_ids(tiny_models, family):
     assert tokenizer.decode(ids, skip_special_tokens=True) == "<think>left</think>red"
 
 
-@pytest.mark.parametrize("text", ["What color is the circle?", "  two\nlines\ttab ", "Ünïcödé ✓ 形", "<think>x</think> y"])
+@pytest.mark.parametrize(
+    "text", ["What color is the circle?", "  two\nlines\ttab ", "Ünïcödé ✓ 形", "<think>x</think> y"]
+)
 def test_tokenizer_round_trips_text(tiny_models, text):
     tokenizer = load_processor(str(tiny_models["qwen2_5_vl"])).tokenizer
     assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
@@ -106,7 +115,9 @@ def test_qwen_chat_template_renders_like_qwen2_5_vl(tiny_models):
         "<|im_start|>assistant\n"
     )
     string_content = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    assert processor.apply_chat_template(string_content).endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n")
+    assert processor.apply_chat_template(string_content).endswith(
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n"
+    )
 
     encoded = processor.tokenizer.apply_chat_template(
         conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True

@@ -19,7 +19,9 @@ TEXTS = ["What color is the circle?", "<think>The circle is at the top left. It 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {family: str(build_tiny_vlm(root / family, family=family, texts=TEXTS)) for family in ("qwen2_5_vl", "llava")}
+    return {
+        family: str(build_tiny_vlm(root / family, family=family, texts=TEXTS)) for family in ("qwen2_5_vl", "llava")
+    }
 
 
 def _lora_args(path: str, targets, **kwargs) -> ModelConfig:
@@ -27,7 +29,9 @@ def _lora_args(path: str, targets, **kwargs) -> ModelConfig:
 
 
 def _adapted(model) -> set[str]:
-    return {name.removeprefix("base_model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    return {
+        name.removeprefix("base_model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A")
+    }
 
 
 def _batch(processor, answer: str = "<think>top left</think>red"):
@@ -41,7 +45,9 @@ def _batch(processor, answer: str = "<think>top left</think>red"):
     return inputs
 
 
-@pytest.mark.parametrize(("dtype", "expected"), [("float32", torch.float32), ("bfloat16", torch.bfloat16), ("auto", torch.float32)])
+@pytest.mark.parametrize(
+    ("dtype", "expected"), [("float32", torch.float32), ("bfloat16", torch.bfloat16), ("auto", torch.float32)]
+)
 def test_dtype(tiny, dtype, expected):
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=tiny["qwen2_5_vl"], dtype=dtype))
     assert model.dtype == expected
@@ -123,7 +129,9 @@ def test_pixel_budget_changes_the_image_grid(tiny):
 
 
 def test_merge_lora_adapter_matches_the_adapted_model(tiny, tmp_path):
-    model, processor = load_model_and_processor(_lora_args(tiny["qwen2_5_vl"], ["q_proj", "down_proj"]), for_training=True)
+    model, processor = load_model_and_processor(
+        _lora_args(tiny["qwen2_5_vl"], ["q_proj", "down_proj"]), for_training=True
+    )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -158,7 +166,10 @@ def test_trust_remote_code_is_off_unless_asked(tiny, tmp_path):
     )
     config = json.loads((path / "config.json").read_text())
     module = "configuration_marked"
-    config["auto_map"] = {"AutoConfig": f"{module}.MarkedConfig", "AutoModelForImageTextToText": f"{module}.MarkedModel"}
+    config["auto_map"] = {
+        "AutoConfig": f"{module}.MarkedConfig",
+        "AutoModelForImageTextToText": f"{module}.MarkedModel",
+    }
     (path / "config.json").write_text(json.dumps(config))
 
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(path)))

@@ -54,7 +54,12 @@ class _Vocabulary:
 
 _QWEN_VOCABULARY = _Vocabulary(
     special=(
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
         "<|video_pad|>",
     ),
     bos="<|endoftext|>",

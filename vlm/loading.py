@@ -199,7 +199,9 @@ def image_only_processor_class(processor_class: type[ProcessorMixin]) -> type[Pr
     )
 
 
-def set_pixel_budget(processor: ProcessorMixin, *, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+def set_pixel_budget(
+    processor: ProcessorMixin, *, min_pixels: int | None = None, max_pixels: int | None = None
+) -> None:
     """Set the smallest and largest pixel count one image is resized to (budget-resizing processors only)."""
     if min_pixels is None and max_pixels is None:
         return

@@ -54,67 +54,102 @@ def tiny_model_config(
     if family != "llava" and None in (ids.video, ids.vision_start, ids.vision_end):
         raise ValueError(f"{family} needs the video, vision_start and vision_end token ids; got {ids}")
     head_dim = hidden_size // num_heads
-    text = dict(
-        vocab_size=ids.vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=16384,
-        rms_norm_eps=1e-6,
-        pad_token_id=ids.pad,
-        bos_token_id=ids.bos,
-        eos_token_id=ids.eos,
-    )
-    special = dict(
-        image_token_id=ids.image,
-        video_token_id=ids.video,
-        vision_start_token_id=ids.vision_start,
-        vision_end_token_id=ids.vision_end,
-    )
+    text = {
+        "vocab_size": ids.vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": 16384,
+        "rms_norm_eps": 1e-6,
+        "pad_token_id": ids.pad,
+        "bos_token_id": ids.bos,
+        "eos_token_id": ids.eos,
+    }
+    special = {
+        "image_token_id": ids.image,
+        "video_token_id": ids.video,
+        "vision_start_token_id": ids.vision_start,
+        "vision_end_token_id": ids.vision_end,
+    }
     # mrope splits the rotary half-dimension into (temporal, height, width) sections.
     half = head_dim // 2
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
     if family == "qwen2_vl":
         return Qwen2VLConfig(
-            text_config=dict(text, rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=mrope)),
-            vision_config=dict(
-                depth=vision_depth, embed_dim=vision_hidden_size, hidden_size=hidden_size, num_heads=2,
-                mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+            text_config=dict(
+                text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
             ),
+            vision_config={
+                "depth": vision_depth,
+                "embed_dim": vision_hidden_size,
+                "hidden_size": hidden_size,
+                "num_heads": 2,
+                "mlp_ratio": 2,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
             **special,
         )
     if family == "qwen2_5_vl":
         return Qwen2_5_VLConfig(
-            text_config=dict(text, rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=mrope)),
-            vision_config=dict(
-                depth=vision_depth, hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
-                num_heads=2, out_hidden_size=hidden_size, patch_size=14, spatial_merge_size=2,
-                temporal_patch_size=2, window_size=56, fullatt_block_indexes=[vision_depth - 1],
+            text_config=dict(
+                text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
             ),
+            vision_config={
+                "depth": vision_depth,
+                "hidden_size": vision_hidden_size,
+                "intermediate_size": 2 * vision_hidden_size,
+                "num_heads": 2,
+                "out_hidden_size": hidden_size,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 56,
+                "fullatt_block_indexes": [vision_depth - 1],
+            },
             **special,
         )
     if family == "qwen3_vl":
         return Qwen3VLConfig(
             text_config=dict(
-                text, head_dim=head_dim,
-                rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=mrope, mrope_interleaved=True),
+                text,
+                head_dim=head_dim,
+                rope_parameters={
+                    "rope_type": "default",
+                    "rope_theta": 10000.0,
+                    "mrope_section": mrope,
+                    "mrope_interleaved": True,
+                },
             ),
-            vision_config=dict(
-                depth=vision_depth, hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
-                num_heads=2, out_hidden_size=hidden_size, patch_size=16, spatial_merge_size=2,
-                temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0],
-            ),
+            vision_config={
+                "depth": vision_depth,
+                "hidden_size": vision_hidden_size,
+                "intermediate_size": 2 * vision_hidden_size,
+                "num_heads": 2,
+                "out_hidden_size": hidden_size,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "num_position_embeddings": 64,
+                "deepstack_visual_indexes": [0],
+            },
             **special,
         )
     return LlavaConfig(
         text_config=dict(text, model_type="llama", head_dim=head_dim),
-        vision_config=dict(
-            model_type="clip_vision_model", hidden_size=vision_hidden_size,
-            intermediate_size=2 * vision_hidden_size, num_hidden_layers=vision_depth, num_attention_heads=2,
-            image_size=112, patch_size=14, projection_dim=vision_hidden_size,
-        ),
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": vision_hidden_size,
+            "intermediate_size": 2 * vision_hidden_size,
+            "num_hidden_layers": vision_depth,
+            "num_attention_heads": 2,
+            "image_size": 112,
+            "patch_size": 14,
+            "projection_dim": vision_hidden_size,
+        },
         image_token_id=ids.image,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
