@@ -1,0 +1,107 @@
+"""The text rewards plugged unchanged into a plain `trl.GRPOTrainer` on the tiny VLM and synthetic data."""
+
+import math
+
+import pytest
+from trl import GRPOConfig, GRPOTrainer
+
+from data_tools import SYSTEM_PROMPT, generate_synthetic
+from rewards import accuracy_reward, format_reward, iou_reward
+from vlm import build_tiny_vlm, load_processor
+
+TOKENIZER_TEXTS = [
+    SYSTEM_PROMPT,
+    "<think>The red circle is at the top left.</think>red",
+    "What colour is the square? Which shape is left of the circle? How many shapes are in the left half?",
+]
+
+
+def with_prompt(row):
+    return {
+        "prompt": [
+            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["problem"]}]},
+        ]
+    }
+
+
+class RecordInputs:
+    """A reward of weight 0 that keeps what TRL passed, to check the real rewards against afterwards."""
+
+    __name__ = "record_inputs"
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns):
+        self.calls.append((completions, columns))
+        return [0.0] * len(completions)
+
+
+def steer_to(tokenizer, text):
+    """`sequence_bias` that makes generation spell `text` then end the turn, whatever the random weights say.
+
+    Each token gets a large bias when the tokens before it match (contexts of up to two tokens, enough for `text`
+    whose repeated tokens are followed by different ones), so the model is steered through TRL's own generation.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    bias = {(ids[0],): 100.0}
+    for i in range(1, len(ids)):
+        bias[tuple(ids[max(0, i - 2) : i + 1])] = 300.0
+    return bias
+
+
+@pytest.mark.slow
+def test_text_rewards_in_a_plain_grpo_trainer(tmp_path):
+    model_dir = build_tiny_vlm(tmp_path / "model", family="qwen2_5_vl", texts=TOKENIZER_TEXTS)
+    processor = load_processor(str(model_dir))
+    dataset = generate_synthetic(num_sft=1, num_rl=4, num_eval=1, seed=0)["rl"].map(with_prompt)
+    # Every completion will answer "red" (see steer_to): make that right for half of the rows.
+    dataset = dataset.map(lambda row, index: {"solution": "red" if index % 2 else "blue"}, with_indices=True)
+    recorder = RecordInputs()
+    reward_funcs = [format_reward, accuracy_reward, iou_reward, recorder]
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,  # 2 prompts x 2 generations per step: one pass over the 4 rows
+        num_generations=2,
+        max_completion_length=8,
+        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, "<think>red</think>red")},
+        learning_rate=1e-5,
+        reward_weights=[1.0, 1.0, 0.5, 0.0],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+    )
+    trainer.train()
+
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert len(logs) == len(recorder.calls) == 2  # one generation batch per step
+    for entry, (completions, columns) in zip(logs, recorder.calls):
+        # TRL hands over conversational completions and the dataset columns the rewards read.
+        assert all(message["role"] == "assistant" for completion in completions for message in completion)
+        assert {"solution", "bbox", "image"} <= set(columns)
+        # What TRL logged is what the functions return on those inputs.
+        expected = {
+            "format_reward": format_reward(None, completions),
+            "accuracy_reward": accuracy_reward(None, completions, solution=columns["solution"]),
+            "iou_reward": iou_reward(None, completions, bbox=columns["bbox"], image=columns["image"]),
+        }
+        for name, values in expected.items():
+            assert entry[f"rewards/{name}/mean"] == pytest.approx(sum(values) / len(values))
+        weighted = [f + a + 0.5 * i for f, a, i in zip(*expected.values())]
+        assert entry["reward"] == pytest.approx(sum(weighted) / len(weighted))
+        assert math.isfinite(entry["reward"])
+        # <think> tags survive TRL's decoding (skip_special_tokens=True), so the format reward sees them.
+        assert entry["rewards/format_reward/mean"] == 1.0
+    assert sum(entry["rewards/accuracy_reward/mean"] for entry in logs) / len(logs) == 0.5
