@@ -1,6 +1,5 @@
 """Vision-language model loading (dtype, attention, LoRA, QLoRA) and the tiny embedded default models."""
 
-from .build_tiny import build_tiny_vlm
 from .loading import (
     load_model_and_processor,
     load_processor,
@@ -10,6 +9,16 @@ from .loading import (
     vision_module_names,
 )
 from .tiny_configs import FAMILIES, TinyTokenIds, tiny_model_config
+
+
+def __getattr__(name: str):
+    # Imported on first use so that `python -m vlm.build_tiny` does not find its module already imported.
+    if name == "build_tiny_vlm":
+        from .build_tiny import build_tiny_vlm
+
+        return build_tiny_vlm
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FAMILIES",
