@@ -24,19 +24,19 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*)?[:：]?\s*", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _PUNCTUATION_TABLE = str.maketrans({c: " " for c in string.punctuation})
-_WORD_NUMBERS = {
-    word: float(value)
-    for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-        "seventeen eighteen nineteen twenty".split()
-    )
-}
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty"
+)
+_WORD_NUMBERS = {word: float(value) for value, word in enumerate(_NUMBER_WORDS.split(" "))}
 _NUMBER = re.compile(
     r"(?<![\w.])([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)(?:\s*/\s*(\d+(?:\.\d+)?))?(\s*%)?"
 )
 _CHOICE_SOLUTION = re.compile(r"^\s*\(?([A-Ha-h])\)?\s*[.:)]?\s*$")
 # A letter followed by a space is not a choice ("A red circle"): it needs brackets, `.`, `)`, `:` or nothing after.
-_CHOICE_IN_ANSWER = re.compile(r"^\s*(?:(?:option|choice)\s+)?(?:\(([A-Ha-h])\)|([A-Ha-h])(?:[.:)]|\s*$))", re.IGNORECASE)
+_CHOICE_IN_ANSWER = re.compile(
+    r"^\s*(?:(?:option|choice)\s+)?(?:\(([A-Ha-h])\)|([A-Ha-h])(?:[.:)]|\s*$))", re.IGNORECASE
+)
 _LIST_SEPARATORS = re.compile(r"\s*(?:[,;]|\band\b)\s*")
 
 

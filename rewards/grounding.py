@@ -40,7 +40,9 @@ def iou_reward(
     rewards = []
     for row, (completion, reference) in enumerate(zip(completions, bbox)):
         references = as_boxes(reference, row=row, field="bbox")
-        row_image = image[row] if image is not None else (images[row][0] if images is not None and images[row] else None)
+        row_image = (
+            image[row] if image is not None else (images[row][0] if images is not None and images[row] else None)
+        )
         stated = find_answer_box(answer_text(completion_text(completion)), _image_size(row_image), coordinate_range)
         rewards.append(0.0 if stated is None else max(box_iou(stated, box) for box in references))
     return rewards

@@ -41,9 +41,12 @@ def energy_pointing_game(saliency_map: Any, boxes: Any) -> float | None:
     array = as_saliency_map(saliency_map)
     if is_empty_map(array):
         return None
+    return _energy(array, box_mask(array.shape, as_boxes(boxes)))
+
+
+def _energy(array: np.ndarray, mask: np.ndarray) -> float:
     positive = np.maximum(array, 0.0)
     positive /= positive.max()  # keeps the sums finite for maps with huge values
-    mask = box_mask(array.shape, as_boxes(boxes))
     # Summing the two parts separately makes "all mass inside" exactly 1.0 and a uniform map exactly the area fraction.
     inside, outside = positive[mask].sum(), positive[~mask].sum()
     return float(inside / (inside + outside))
@@ -58,10 +61,13 @@ def pointing_game(saliency_map: Any, boxes: Any, tolerance_px: float = 0.0) -> f
     array = as_saliency_map(saliency_map)
     if is_empty_map(array):
         return None
+    return _pointing(array, box_mask(array.shape, as_boxes(boxes), tolerance_px))
+
+
+def _pointing(array: np.ndarray, region: np.ndarray) -> float:
     peak = array.max()
     if array.min() == peak:
         return 0.0
-    region = box_mask(array.shape, as_boxes(boxes), tolerance_px)
     return 1.0 if bool(region[array == peak].all()) else 0.0
 
 
@@ -118,11 +124,13 @@ class PointingGameAccumulator:
         if is_empty_map(array):
             self.n_empty_map += 1
             return None
+        box_list = as_boxes(boxes)
+        inside = box_mask(array.shape, box_list)
         scores = PointingScores(
-            energy_pg=energy_pointing_game(array, boxes),  # type: ignore[arg-type]
-            pg=pointing_game(array, boxes, self.tolerance_px),  # type: ignore[arg-type]
-            box_area_fraction=box_area_fraction(array.shape, boxes),
-            centre_point_pg=centre_point_game(array.shape, boxes, self.tolerance_px),
+            energy_pg=_energy(array, inside),
+            pg=_pointing(array, box_mask(array.shape, box_list, self.tolerance_px)),
+            box_area_fraction=float(inside.mean()),
+            centre_point_pg=centre_point_game(array.shape, box_list, self.tolerance_px),
         )
         self.scores.append(scores)
         return scores

@@ -13,9 +13,7 @@ THINK_CLOSE = "</think>"
 # They are not part of the answer (SPEC section 3: the answer span excludes end-of-turn, EOS and padding).
 END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>", "</s>", "<pad>", "<|pad|>")
 
-_TRAILING_END_MARKERS = re.compile(
-    r"(?:\s*(?:" + "|".join(re.escape(marker) for marker in END_MARKERS) + r"))+\s*\Z"
-)
+_TRAILING_END_MARKERS = re.compile(r"(?:\s*(?:" + "|".join(re.escape(marker) for marker in END_MARKERS) + r"))+\s*\Z")
 
 
 def _content_text(content: Any) -> str:

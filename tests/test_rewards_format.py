@@ -59,7 +59,9 @@ def test_parse_reasoning_splits_and_strips():
 
 def test_completion_text_of_message_lists():
     # Content given as a list of typed parts (multimodal message layout); only text parts count.
-    parts = [{"role": "assistant", "content": [{"type": "text", "text": "<think>a</think>"}, {"type": "text", "text": "b"}]}]
+    parts = [
+        {"role": "assistant", "content": [{"type": "text", "text": "<think>a</think>"}, {"type": "text", "text": "b"}]}
+    ]
     assert completion_text(parts) == "<think>a</think>b"
     # A response parser may split the reasoning off into `reasoning_content`; it is put back in front.
     parsed = [{"role": "assistant", "reasoning_content": "look left", "content": "red"}]

@@ -63,7 +63,9 @@ class _Handler(BaseHTTPRequestHandler):
         user = body["messages"][-1]["content"]
         reference = user.split("Reference answer: ")[1].split("\n")[0]
         answer = user.split("Model answer: ")[1].split("\n")[0]
-        verdict = "maybe, hard to say" if mode == "chatty" else ("Yes." if answer.lower() == reference.lower() else "no")
+        verdict = (
+            "maybe, hard to say" if mode == "chatty" else ("Yes." if answer.lower() == reference.lower() else "no")
+        )
         return self._send(200, {"choices": [{"message": {"role": "assistant", "content": verdict}}]})
 
 
@@ -90,7 +92,7 @@ def test_judge_grades_answers_and_sends_the_key(server, monkeypatch):
     # The third answer is empty: 0.0 without asking the server.
     assert rewards == [1.0, 0.0, 0.0]
     assert len(server.requests) == 2
-    mode, authorization, body = server.requests[0]
+    _, authorization, body = server.requests[0]
     assert authorization == f"Bearer {API_KEY}"
     assert body["model"] == "judge-model"
     assert "Question: Colour?" in body["messages"][-1]["content"]
@@ -121,13 +123,17 @@ def test_a_transient_error_is_retried(server):
 
 
 def test_client_errors_are_not_retried(server):
-    assert make_judge(server, "forbidden", max_retries=3)(["Colour?"], ["<think>a</think>red"], solution=["red"]) == [None]
+    assert make_judge(server, "forbidden", max_retries=3)(["Colour?"], ["<think>a</think>red"], solution=["red"]) == [
+        None
+    ]
     assert len(server.requests) == 1
 
 
 def test_a_hanging_server_times_out_to_none(server):
     start = time.monotonic()
-    assert make_judge(server, "hang", timeout_s=0.2, max_retries=1)(["Colour?"], ["<think>a</think>red"], solution=["r"]) == [None]
+    assert make_judge(server, "hang", timeout_s=0.2, max_retries=1)(
+        ["Colour?"], ["<think>a</think>red"], solution=["r"]
+    ) == [None]
     assert time.monotonic() - start < 1.5  # two attempts of 0.2 s, not the server's 2 s
 
 

@@ -34,7 +34,9 @@ from rewards import (
 # No deadline: CI machines are shared and slow. A few dozen examples per property keep the file fast.
 FAST = settings(deadline=None, max_examples=80)
 
-SHAPES = st.tuples(st.integers(1, 16), st.integers(1, 16)) | st.sampled_from([(1, 1), (1, 300), (257, 1), (2, 150), (90, 3)])
+SHAPES = st.tuples(st.integers(1, 16), st.integers(1, 16)) | st.sampled_from(
+    [(1, 1), (1, 300), (257, 1), (2, 150), (90, 3)]
+)
 ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 FINITE_FLOAT = st.floats(allow_nan=False, allow_infinity=False)
 # No subnormals, so that scaling by a power of two is exact.

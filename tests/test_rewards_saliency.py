@@ -111,7 +111,7 @@ def test_saliency_reward_pickles_with_its_settings():
 
 def test_get_reward_funcs_for_trl():
     funcs, weights = get_reward_funcs()
-    assert [getattr(f, "__name__") for f in funcs] == ["format_reward", "accuracy_reward", "saliency_energy_pg"]
+    assert [f.__name__ for f in funcs] == ["format_reward", "accuracy_reward", "saliency_energy_pg"]
     assert weights == [1.0, 1.0, 1.0] and list(DEFAULT_REWARD_WEIGHTS) == ["format", "accuracy", "saliency"]
     funcs, weights = get_reward_funcs({"format": 0.5, "saliency_direct_pg": 2})
     assert [f.__name__ for f in funcs] == ["format_reward", "saliency_direct_pg"] and weights == [0.5, 2.0]
