@@ -12,45 +12,26 @@ from typing import Any
 
 import numpy as np
 
+from data_tools import normalise_boxes, parse_boxes
+
 Box = tuple[float, float, float, float]
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 
 
-def _box_error(row: int | None, field: str, value: Any, reason: str) -> ValueError:
-    where = f"row {row}, " if row is not None else ""
-    return ValueError(f"{where}field {field!r}: {reason} (got {value!r})")
-
-
 def as_boxes(value: Any, *, row: int | None = None, field: str = "bbox") -> list[Box]:
-    """The boxes of one row's `bbox` value, validated.
+    """The boxes of one row's `bbox` value, read and checked by `data_tools` (`parse_boxes`, `normalise_boxes`).
 
-    Accepts the public data's string `"[x1, y1, x2, y2]"`, a list/array of 4 numbers, or a list of such boxes
-    (a string holding a list of lists works too). Coordinates must be normalised xyxy with
-    `0 <= x1 < x2 <= 1` and `0 <= y1 < y2 <= 1`; anything else raises a `ValueError` naming `row` and `field`.
+    Accepts the public data's string `"[x1, y1, x2, y2]"`, a list/array of 4 numbers, or a list of such boxes.
+    Coordinates must be normalised xyxy inside [0, 1] with a positive area; anything else raises a `ValueError`
+    naming `row` and `field`.
     """
-    raw = value
-    if isinstance(value, str):
-        numbers = re.findall(_NUMBER, value)
-        if not numbers or len(numbers) % 4:
-            raise _box_error(row, field, raw, "expected groups of 4 numbers '[x1, y1, x2, y2]'")
-        value = [float(n) for n in numbers]
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _box_error(row, field, raw, "expected numbers") from None
-    if array.ndim == 1 and array.size % 4 == 0 and array.size > 0:
-        array = array.reshape(-1, 4)
-    if array.ndim != 2 or array.shape[1] != 4 or array.shape[0] == 0:
-        raise _box_error(row, field, raw, "expected one box [x1, y1, x2, y2] or a non-empty list of boxes")
-    boxes = []
-    for x1, y1, x2, y2 in array.tolist():
-        if not all(math.isfinite(c) for c in (x1, y1, x2, y2)):
-            raise _box_error(row, field, raw, "coordinates must be finite")
-        if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
-            raise _box_error(row, field, raw, "need normalised xyxy with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
-        boxes.append((x1, y1, x2, y2))
-    return boxes
+        boxes = normalise_boxes(parse_boxes(value), "xyxy_norm", 1, 1)
+    except ValueError as error:
+        where = f"row {row}, " if row is not None else ""
+        raise ValueError(f"{where}field {field!r}: {error}") from None
+    return [(x1, y1, x2, y2) for x1, y1, x2, y2 in boxes]
 
 
 def box_mask(shape: tuple[int, int], boxes: Sequence[Box], tolerance_px: float = 0.0) -> np.ndarray:

@@ -18,14 +18,14 @@ def test_bbox_column_forms():
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        ("[0.1, 0.2, 0.3]", "groups of 4"),
-        ([0.5, 0.1, 0.2, 0.4], "x1 < x2"),  # x2 < x1
-        ([0.1, 0.2, 0.3, 0.2], "y1 < y2"),  # zero height
-        ([0, 0, 1.5, 1], "x1 < x2 <= 1"),  # pixel coordinates where normalised ones are expected
-        ([0, 0, float("nan"), 1], "finite"),
+        ("[0.1, 0.2, 0.3]", "4 coordinates"),
+        ([0.5, 0.1, 0.2, 0.4], "swapped corners"),  # x2 < x1
+        ([0.1, 0.2, 0.3, 0.2], "zero area"),
+        ([0, 0, 1.5, 1], "outside"),  # pixel coordinates where normalised ones are expected
+        ([0, 0, float("nan"), 1], "NaN"),
         ([], "non-empty"),
-        ("no box", "groups of 4"),
-        ([["a", "b", "c", "d"]], "numbers"),
+        ("no box", "not a JSON list"),
+        ([["a", "b", "c", "d"]], "not a list of numbers"),
     ],
 )
 def test_bad_bbox_values_name_the_row_and_field(value, reason):
