@@ -1,7 +1,7 @@
 """Data for grounded reasoning: the synthetic shapes set, loaders and converters for public data, validation."""
 
 from .loaders import SOURCES, load_source, read_records
-from .prompts import SYSTEM_PROMPT, format_assistant, sft_messages
+from .prompts import SYSTEM_PROMPT, format_assistant, prompt_messages, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 from .synthetic import (
     QUESTION_TYPES,
@@ -46,6 +46,7 @@ __all__ = [
     "parse_boxes",
     "read_records",
     "rows_to_dataset",
+    "prompt_messages",
     "sft_messages",
     "validate_rows",
 ]

@@ -13,14 +13,20 @@ def format_assistant(reasoning: str, answer: str) -> str:
     return f"<think>{reasoning.strip()}</think>{answer.strip()}"
 
 
-def sft_messages(problem: str, reasoning: str, answer: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
-    """Return one conversational SFT example: system, user (one image then the question), assistant.
+def prompt_messages(problem: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """Return the prompt of one grounded question: system, then user (one image, then the question).
 
     Every ``content`` is a list of ``{"type", "text"}`` blocks so that all rows share one Arrow schema;
-    the image block is a placeholder (``text`` None) that TRL fills from the row's ``images``.
+    the image block is a placeholder (``text`` None) that TRL fills from the row's image(s).
     """
     return [
         {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
         {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": problem}]},
-        {"role": "assistant", "content": [{"type": "text", "text": format_assistant(reasoning, answer)}]},
+    ]
+
+
+def sft_messages(problem: str, reasoning: str, answer: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """Return one conversational SFT example: the prompt of :func:`prompt_messages`, then the assistant turn."""
+    return prompt_messages(problem, system_prompt) + [
+        {"role": "assistant", "content": [{"type": "text", "text": format_assistant(reasoning, answer)}]}
     ]

@@ -1,0 +1,22 @@
+"""SFT cold start.
+
+    accelerate launch launch/sft.py --config configs/sft/tiny_cpu.yaml [--any_field value ...]
+
+Every field of `SFTScriptArguments`, `trl.SFTConfig` and `trl.ModelConfig` can be set in the YAML recipe or
+overridden on the command line (`--help` lists them).
+"""
+
+import sys
+from pathlib import Path
+
+# Python puts this script's folder first on sys.path, where this file would shadow the `sft` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from trl import ModelConfig, SFTConfig, TrlParser  # noqa: E402
+
+from sft import SFTScriptArguments, run_sft  # noqa: E402
+
+if __name__ == "__main__":
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    run_sft(script_args, training_args, model_args)

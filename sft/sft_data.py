@@ -1,0 +1,47 @@
+"""Loading the cold-start split: our conversational layout or a public cold-start layout, validated up front."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+
+from data_tools import load_source, read_records
+
+logger = logging.getLogger(__name__)
+
+
+def load_sft_dataset(
+    name: str,
+    *,
+    source: str = "conversational",
+    split: str = "sft",
+    image_dir: str | None = None,
+    on_bad_row: str = "error",
+    max_image_side: int | None = None,
+    report_path: str | Path | None = None,
+) -> datasets.Dataset:
+    """Return the rows to train on, with `messages` and `images` columns.
+
+    `source="conversational"` reads our SFT layout (a `save_to_disk` folder, a local file or a hub data set);
+    `llava_cot` / `mulberry` convert public cold-start JSON and validate every row (see `data_tools.load_source`),
+    writing the rejection report to `report_path` when one is given.
+    """
+    if source == "conversational":
+        records = read_records(name, split)
+        dataset = records if isinstance(records, datasets.Dataset) else datasets.Dataset.from_list(list(records))
+        missing = {"messages", "images"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"--dataset_name {name!r} split {split!r} has no column(s) {sorted(missing)}; conversational SFT rows "
+                "need `messages` and `images` (use --dataset_source llava_cot/mulberry for public cold-start JSON)"
+            )
+        return dataset.cast_column("images", datasets.List(datasets.Image()))
+    dataset, report = load_source(
+        source, name, image_dir=image_dir, split=split, kind="sft", max_image_side=max_image_side, on_bad_row=on_bad_row
+    )
+    logger.info("cold-start data: %s", report.summary())
+    if report_path is not None and report.issues:
+        report.write_jsonl(report_path)
+    return dataset

@@ -1,0 +1,73 @@
+"""The SFT cold start: teach a VLM the `<think>...</think>answer` format on grounded reasoning data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, SFTTrainer
+
+
+from vlm import load_model_and_processor, merge_lora_adapter
+
+from .sft_config import SFTScriptArguments
+from .sft_data import load_sft_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_resume_checkpoint(training_args: SFTConfig | "trl.GRPOConfig") -> str | None:  # noqa: F821
+    """The checkpoint to resume from: an explicit path, or the latest in `output_dir` when resuming is `True`.
+
+    `--resume_from_checkpoint true` (or `last`) picks the newest `checkpoint-N` folder in the output directory, so
+    a killed job restarts with the same command line it was started with.
+    """
+    resume = training_args.resume_from_checkpoint
+    if resume is None or str(resume).lower() in ("false", "none", ""):
+        return None
+    if str(resume).lower() in ("true", "last"):
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is None:
+            logger.warning("No checkpoint in %s to resume from; starting from scratch.", training_args.output_dir)
+        return last
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder at {resume!r}")
+    return str(resume)
+
+
+def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
+    """Train, save the model (the adapter for LoRA/QLoRA) and processor to `output_dir`, and return that path."""
+    training_args.assistant_only_loss = True  # the loss covers the assistant's reasoning and answer only
+    training_args.remove_unused_columns = False
+    train_dataset = load_sft_dataset(
+        script_args.dataset_name,
+        source=script_args.dataset_source,
+        split=script_args.dataset_train_split,
+        image_dir=script_args.image_dir,
+        on_bad_row=script_args.on_bad_row,
+        max_image_side=script_args.max_image_side,
+        report_path=Path(training_args.output_dir) / "rejected_rows.jsonl",
+    )
+    if script_args.max_train_samples is not None:
+        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+
+    model, processor = load_model_and_processor(
+        model_args,
+        for_training=True,
+        trust_remote_code=training_args.trust_remote_code,
+        min_pixels=script_args.min_pixels,
+        max_pixels=script_args.max_pixels,
+    )
+
+    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor)
+    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+
+    output_dir = Path(training_args.output_dir)
+    trainer.save_model(str(output_dir))
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(output_dir)
+        if script_args.merge_adapter and model_args.use_peft:
+            merge_lora_adapter(output_dir, output_dir / "merged")
+    trainer.accelerator.wait_for_everyone()
+    return output_dir
