@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +11,6 @@ THINK_CLOSE = "</think>"
 # End-of-turn / end-of-sequence markers that may trail a completion decoded with special tokens kept.
 # They are not part of the answer (SPEC section 3: the answer span excludes end-of-turn, EOS and padding).
 END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>", "</s>", "<pad>", "<|pad|>")
-
-_TRAILING_END_MARKERS = re.compile(r"(?:\s*(?:" + "|".join(re.escape(marker) for marker in END_MARKERS) + r"))+\s*\Z")
 
 
 def _content_text(content: Any) -> str:
@@ -76,7 +73,12 @@ def prompt_text(prompt: Any) -> str:
 
 def strip_end_markers(text: str) -> str:
     """`text` without trailing end-of-turn / EOS / padding markers and surrounding whitespace."""
-    return _TRAILING_END_MARKERS.sub("", text).strip()
+    end = len(text.rstrip())
+    while (marker := next((m for m in END_MARKERS if text.endswith(m, 0, end)), None)) is not None:
+        end -= len(marker)
+        while end and text[end - 1].isspace():
+            end -= 1
+    return text[:end].strip()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ tall; texts over arbitrary unicode and over jumbles of the tags and notations th
 """
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -206,3 +207,23 @@ def test_iou_is_symmetric_bounded_and_one_on_itself(first, second):
 @given(st.text(alphabet="abcdefgh ABC0123456789,.;", min_size=1).filter(lambda s: normalize_answer(s) != ""))
 def test_every_answer_matches_itself(solution):
     assert answer_matches(solution, solution)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " " * 100_000 + "x",
+        "<think>" + "\n" * 100_000 + "</think>" + " " * 100_000 + "a",
+        "<think>a</think>b" + "<|im_end|> " * 10_000,
+        "(" + "1" * 100_000,
+        "1," * 50_000,
+    ],
+    ids=["spaces", "blank-think", "end-markers", "digit-run", "comma-run"],
+)
+def test_degenerate_long_completions_are_scored_quickly(text):
+    # Quadratic parsing takes minutes on these; linear parsing well under a second each.
+    start = time.perf_counter()
+    format_reward(["q"], [text])
+    accuracy_reward(["q"] * 4, [text] * 4, solution=["3", "red, blue", "yes", "B"])
+    iou_reward(["q"], [text], bbox=[[0.0, 0.0, 1.0, 1.0]])
+    assert time.perf_counter() - start < 20.0
