@@ -29,8 +29,8 @@ def attention_rows(
 ) -> torch.Tensor:
     """Softmax attention weights of the given query rows: (B, H, r, d) x (B, KVH, L, d) -> (B, H, r, L).
 
-    ``mask`` is additive, broadcastable to (B, H, r, L). Query head h reads key head ``h // (H // KVH)``, as in
-    ``repeat_kv``, without copying the keys. Computed in float32 (or the inputs' dtype when wider).
+    ``mask`` is boolean (True = attend) or additive, broadcastable to (B, H, r, L). Query head h reads key head
+    ``h // (H // KVH)``, as in ``repeat_kv``, without copying the keys. Computed in float32 (or the inputs' dtype when wider).
     """
     dtype = torch.promote_types(query.dtype, torch.float32)
     batch, heads, rows, dim = query.shape
@@ -38,31 +38,32 @@ def attention_rows(
     grouped = query.to(dtype).reshape(batch, kv_heads, heads // kv_heads, rows, dim)
     scores = torch.matmul(grouped, key.to(dtype)[:, :, None].transpose(-1, -2)) * scaling
     scores = scores.reshape(batch, heads, rows, -1)
-    if mask is not None:
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, torch.finfo(dtype).min)
+    elif mask is not None:
         scores = scores + mask
     return scores.softmax(-1)
 
 
-def additive_row_mask(
-    mask: torch.Tensor | None, batch: slice | torch.Tensor, rows: torch.Tensor, q_len: int, kv_len: int, dtype
-) -> torch.Tensor:
-    """The model's mask restricted to query ``rows`` (indices into the call's queries), as an additive float mask.
+def row_mask(
+    mask: torch.Tensor | None, batch: slice, rows: torch.Tensor, q_len: int, kv_len: int, dtype
+) -> torch.Tensor | None:
+    """The model's mask restricted to query ``rows`` (indices into the call's queries), for :func:`attention_rows`.
 
     Accepts what transformers passes to an attention function: None (plain causal), a 4-D boolean or additive
-    mask, or a 2-D padding mask (flash attention), which is combined with causality.
+    mask, or a 2-D padding mask (flash attention), which is combined with causality. Returns a boolean or an
+    additive mask, or None when every key is visible (a decode step without padding).
     """
     if mask is not None and mask.dim() == 4:
         selected = (mask if mask.shape[0] == 1 else mask[batch])[:, :, rows, :kv_len]
-        if selected.dtype != torch.bool:
-            return selected.to(dtype).clamp_min(torch.finfo(dtype).min)
-        allowed = selected
-    else:
-        keys = torch.arange(kv_len, device=rows.device)
-        allowed = (keys[None, :] <= (kv_len - q_len + rows)[:, None])[None, None]  # (1, 1, r, L)
-        if mask is not None:  # 2-D padding mask
-            allowed = allowed & mask[batch].bool()[:, None, None, :kv_len]
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min)
+        return selected if selected.dtype == torch.bool else selected.to(dtype).clamp_min(torch.finfo(dtype).min)
+    if mask is None and q_len == 1:
+        return None
+    keys = torch.arange(kv_len, device=rows.device)
+    allowed = (keys[None, :] <= (kv_len - q_len + rows)[:, None])[None, None]  # (1, 1, r, L)
+    if mask is not None:  # 2-D padding mask
+        allowed = allowed & mask[batch].bool()[:, None, None, :kv_len]
+    return allowed
 
 
 class Recorder:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .adapters import ImageGrid, ModelAdapter, adapter_for
-from .capture import Recorder, SampleRows, additive_row_mask, attention_rows, traced_attention
+from .capture import Recorder, SampleRows, row_mask, attention_rows, traced_attention
 from .decomposition import RowMode, token_scores
 from .output import ImageLayout, SaliencyMaps
 from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
@@ -71,8 +71,8 @@ class _ScoringRecorder(Recorder):
             image_parts, think_parts = [], []
             for start in range(plan.first_row, plan.end_row, chunk):
                 row_index = torch.arange(start, min(start + chunk, plan.end_row), device=query.device)
-                row_mask = additive_row_mask(mask, slice(b, b + 1), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32))
-                probs = attention_rows(query[b : b + 1, :, row_index], key[b : b + 1], row_mask, scaling)
+                rows_mask = row_mask(mask, slice(b, b + 1), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32))
+                probs = attention_rows(query[b : b + 1, :, row_index], key[b : b + 1], rows_mask, scaling)
                 image_parts.append(_gather_columns(probs, columns)[0].to(query.dtype))
                 lo, hi = max(start, plan.answer_rows[0]), min(start + chunk, plan.answer_rows[1])
                 if lo < hi:
@@ -94,9 +94,10 @@ class _GenerationRecorder(Recorder):
         self.adapter, self.tokens, self.row = adapter, tokens, row
         self.prompt_ids: torch.Tensor | None = None
         self.position = 0  # absolute position of the first query row of the current forward
-        self.image_rows: list[list[torch.Tensor]] = [[] for _ in adapter.attentions]
+        self.image_rows: list[list[torch.Tensor]] | list[torch.Tensor] = [[] for _ in adapter.attentions]
         self.think_rows: list[list[torch.Tensor]] = [[] for _ in adapter.attentions]
         self.think_steps: list[tuple[int, torch.Tensor]] = []  # (row, which samples were answering)
+        self._answering: list[bool] = []
         self.values: list[torch.Tensor | None] = [None for _ in adapter.attentions]
         self.inv_scale: list[torch.Tensor] = []
 
@@ -116,13 +117,15 @@ class _GenerationRecorder(Recorder):
             elif token == self.tokens.think_close and self.think_open[b] is not None and self.think_columns[b] is None:
                 self.think_columns[b] = (self.think_open[b] + 1, self.position)
         answering = [c is not None for c in self.think_columns]
-        if any(answering):
+        if any(answering) and answering != self._answering:
+            self._answering = answering
             self.answering = torch.tensor(answering, device=input_ids.device)
             widths = [0 if c is None else c[1] - c[0] for c in self.think_columns]
             self.think_index = torch.zeros(len(widths), max(widths), dtype=torch.long, device=input_ids.device)
             for b, columns in enumerate(self.think_columns):
                 if columns is not None:
                     self.think_index[b, : widths[b]] = torch.arange(*columns, device=input_ids.device)
+        if any(answering):
             self.think_steps.append((self.position, self.answering))
 
     def _start(self, input_ids: torch.Tensor, kwargs: dict) -> None:
@@ -147,14 +150,20 @@ class _GenerationRecorder(Recorder):
             query = query[:, :, row_index]
         else:
             row_index = torch.arange(q_len, device=query.device)
-        row_mask = additive_row_mask(mask, slice(None), row_index, q_len, kv_len, dtype)
-        probs = attention_rows(query, key, row_mask, scaling)
+        rows_mask = row_mask(mask, slice(None), row_index, q_len, kv_len, dtype)
+        probs = attention_rows(query, key, rows_mask, scaling)
         self.image_rows[layer].append(_gather_columns(probs, self.image_index).to(query.dtype))
         if self.think_steps and self.think_steps[-1][0] == self.position and q_len == 1:
             self.think_rows[layer].append(probs[:, :, 0].gather(-1, self.think_index[:, None].expand(-1, probs.shape[1], -1)).to(query.dtype))
 
     def on_final_norm(self, inv_scale):
         self.inv_scale.append(inv_scale)
+
+    def _stacked_image_rows(self) -> list[torch.Tensor]:
+        """Per layer, all captured rows as one (B, H, R, N_max) tensor (concatenated once, on first use)."""
+        if not isinstance(self.image_rows[0], torch.Tensor):
+            self.image_rows = [torch.cat(layer, 2) for layer in self.image_rows]
+        return self.image_rows
 
     def sample_rows(self, b: int, spans: CompletionSpans) -> SampleRows:
         """The captured rows of sample ``b`` (whose spans agree with the tracked ones)."""
@@ -167,7 +176,7 @@ class _GenerationRecorder(Recorder):
         width = spans.thinking[1] - spans.thinking[0]
         return SampleRows(
             first_row=self.first_row,
-            image_rows=[torch.cat(layer, 2)[b, :, :, :count] for layer in self.image_rows],
+            image_rows=[layer[b, :, :, :count] for layer in self._stacked_image_rows()],
             think_rows=[torch.stack([layer[i][b, :, :width] for i in steps], 1) for layer in self.think_rows],
             values=[value[b, :, :count] for value in self.values],
             inv_scale=torch.cat([s[b] for s in self.inv_scale]),
