@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .fixations import FixationRecord, density_map, fixation_map, load_map_png
-from .proposals import ExportRecord
+from .config import PredictorDataConfig
+from .fixations import FixationRecord, density_map, fixation_map, load_map_png, read_fixations
+from .proposals import ExportRecord, read_export
 
 # Images are normalised with the ImageNet statistics torchvision's pretrained ResNets expect.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -137,3 +138,21 @@ def collate(items: list[dict]) -> dict:
         "fixations": torch.stack([it["fixations"] for it in items]),
         "density": torch.stack([it["density"] for it in items]),
     }
+
+
+def build_dataset(data_config: PredictorDataConfig, split: str, use_proposals: bool = True) -> FixationDataset:
+    """Read the ``split`` ("train" or "eval") fixations and proposals named in ``data_config``."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    fixations = getattr(data_config, f"{split}_fixations")
+    proposals = getattr(data_config, f"{split}_proposals")
+    if fixations is None or data_config.images_dir is None:
+        raise ValueError(f"--{split}_fixations and --images_dir are required")
+    if use_proposals and proposals is None:
+        raise ValueError(f"--{split}_proposals is required unless --use_proposals false")
+    records = read_fixations(
+        data_config.fixation_format, fixations, data_config.images_dir, data_config.on_out_of_bounds,
+        data_config.fixation_maps_dir,
+    )
+    export = read_export(proposals) if use_proposals else None
+    return FixationDataset(records, export, data_config.image_size, data_config.max_proposals, data_config.blur_sigma)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from data_tools.synthetic import SyntheticConfig, _article, location_phrase, make_example, shape_mask
+from data_tools.synthetic import SyntheticConfig, location_phrase, make_example, shape_mask
 
 from .proposals import ExportRecord, Proposal, write_export
 
@@ -114,7 +114,7 @@ def build_synthetic_fixation_set(
             x0, y0, x1, y1 = obj.box_px
             proposals.append(Proposal(
                 phrase=f"{obj.color} {obj.shape}",
-                reason=f"{_article(obj.color)} {obj.color} {obj.shape} at the {location_phrase(*obj.centre, w, h)} of the scene",
+                reason=f"the {obj.color} {obj.shape} at the {location_phrase(*obj.centre, w, h)} of the scene",
                 mask_path=mask_path,
                 box=(x0 / w, y0 / h, x1 / w, y1 / h),
                 score=float(mentions(text, obj.shape, obj.color)),
@@ -125,3 +125,24 @@ def build_synthetic_fixation_set(
     proposals_jsonl = out_dir / f"proposals_{split}.jsonl"
     write_export(export, proposals_jsonl)
     return fixations_json, images_dir, proposals_jsonl
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m predictor.synthetic --out_dir DIR --num_train 300 --num_eval 100``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out_dir", required=True, help="Folder to write images, fixations and proposals into.")
+    parser.add_argument("--num_train", type=int, default=300, help="Questions in the 'train' split.")
+    parser.add_argument("--num_eval", type=int, default=100, help="Questions in the 'eval' split.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of scenes and fixations.")
+    parser.add_argument("--score_source", choices=SCORE_SOURCES, default="question",
+                        help="Text whose mentions set each scene proposal's score.")
+    args = parser.parse_args(argv)
+    for split, n in (("train", args.num_train), ("eval", args.num_eval)):
+        paths = build_synthetic_fixation_set(args.out_dir, split, n, args.seed, args.score_source)
+        print(f"{split}: " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
