@@ -103,8 +103,15 @@ class Attribution:
         spans = [completion_spans(p.tolist(), c.tolist(), self.tokens) for p, c in zip(prompt_ids.cpu(), completions)]
         traced = [isinstance(s, CompletionSpans) and count > 0 for s, count in zip(spans, image_counts)]
         batch = _teacher_forced_batch(
-            self.adapter.image_token_id, prompt_ids, completion_ids, prompt_mask, completion_mask, vision_inputs,
-            image_counts, layouts, [s if ok else None for s, ok in zip(spans, traced)],
+            self.adapter.image_token_id,
+            prompt_ids,
+            completion_ids,
+            prompt_mask,
+            completion_mask,
+            vision_inputs,
+            image_counts,
+            layouts,
+            [s if ok else None for s, ok in zip(spans, traced)],
         )
         scores = self.answer_scores(batch).detach().float().cpu() if any(traced) else None
 

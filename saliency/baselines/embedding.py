@@ -31,9 +31,13 @@ def replaced_image_embeddings(
     def hook(module, args, kwargs):
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
-            raise RuntimeError(f"{type(module).__name__} was called without inputs_embeds; cannot reach the image embeddings")
+            raise RuntimeError(
+                f"{type(module).__name__} was called without inputs_embeds; cannot reach the image embeddings"
+            )
         if embeds.shape[:2] != image_mask.shape:
-            raise RuntimeError(f"inputs_embeds of shape {tuple(embeds.shape)} do not match the image mask {tuple(image_mask.shape)}")
+            raise RuntimeError(
+                f"inputs_embeds of shape {tuple(embeds.shape)} do not match the image mask {tuple(image_mask.shape)}"
+            )
         return args, {**kwargs, "inputs_embeds": torch.where(image_mask[..., None], replace(embeds), embeds)}
 
     handle = adapter.text_model.register_forward_pre_hook(hook, with_kwargs=True)
@@ -139,7 +143,9 @@ class RISE(Attribution):
         cell_h, cell_w = -(-rows // self.cells), -(-cols // self.cells)
         coarse = (torch.rand(self.cells + 1, self.cells + 1, generator=generator) < self.keep_probability).float()
         fine = F.interpolate(
-            coarse[None, None], size=((self.cells + 1) * cell_h, (self.cells + 1) * cell_w), mode="bilinear",
+            coarse[None, None],
+            size=((self.cells + 1) * cell_h, (self.cells + 1) * cell_w),
+            mode="bilinear",
             align_corners=False,
         )[0, 0]
         top, left = (int(torch.randint(0, n, (), generator=generator)) for n in (cell_h, cell_w))
