@@ -69,7 +69,10 @@ class ModelAdapter:
         missing = [
             what
             for what, ok in (
-                ("model.language_model (the text decoder)", hasattr(getattr(self.model, "model", None), "language_model")),
+                (
+                    "model.language_model (the text decoder)",
+                    hasattr(getattr(self.model, "model", None), "language_model"),
+                ),
                 ("lm_head", hasattr(self.model, "lm_head")),
                 ("config.image_token_id", getattr(config, "image_token_id", None) is not None),
             )
@@ -80,14 +83,22 @@ class ModelAdapter:
             missing = [
                 what
                 for what, ok in (
-                    ("language_model.layers[*].self_attn.o_proj", all(hasattr(layer, "self_attn") and hasattr(layer.self_attn, "o_proj") for layer in getattr(text, "layers", []))),
+                    (
+                        "language_model.layers[*].self_attn.o_proj",
+                        all(
+                            hasattr(layer, "self_attn") and hasattr(layer.self_attn, "o_proj")
+                            for layer in getattr(text, "layers", [])
+                        ),
+                    ),
                     ("language_model.layers", len(getattr(text, "layers", [])) > 0),
                     ("language_model.norm", hasattr(text, "norm")),
                 )
                 if not ok
             ]
         if missing:
-            raise ValueError(f"{type(self.model).__name__} is missing what the saliency tracer needs: {', '.join(missing)}")
+            raise ValueError(
+                f"{type(self.model).__name__} is missing what the saliency tracer needs: {', '.join(missing)}"
+            )
         self.text_model: nn.Module = self.model.model.language_model
         self.text_config = self.text_model.config
         self.image_token_id: int = config.image_token_id
@@ -174,7 +185,9 @@ class LlavaAdapter(ModelAdapter):
         out = []
         for sample, count in enumerate(token_counts):
             if count % grid.num_tokens:
-                raise ValueError(f"sample {sample}: {count} image tokens is not a whole number of {grid.num_tokens}-token images")
+                raise ValueError(
+                    f"sample {sample}: {count} image tokens is not a whole number of {grid.num_tokens}-token images"
+                )
             out.append([grid] * (count // grid.num_tokens))
         return out
 

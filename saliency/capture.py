@@ -24,9 +24,7 @@ from .adapters import ModelAdapter
 TRACE_PREFIX = "saliency_trace_over_"
 
 
-def attention_rows(
-    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float
-) -> torch.Tensor:
+def attention_rows(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
     """Softmax attention weights of the given query rows: (B, H, r, d) x (B, KVH, L, d) -> (B, H, r, L).
 
     ``mask`` is boolean (True = attend) or additive, broadcastable to (B, H, r, L). Query head h reads key head
@@ -98,7 +96,9 @@ def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None
     centers = adapter.norm_centers
 
     def traced(module, query, key, value, attention_mask, scaling=None, **kwargs):
-        output = _original_attention(original, module)(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        output = _original_attention(original, module)(
+            module, query, key, value, attention_mask, scaling=scaling, **kwargs
+        )
         for unsupported in ("softcap", "s_aux"):
             if kwargs.get(unsupported) is not None:
                 raise NotImplementedError(f"the saliency tracer does not support attention with {unsupported}")
@@ -106,7 +106,11 @@ def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None
             raise NotImplementedError("sliding-window attention without a 4-D mask is not supported by the tracer")
         with torch.no_grad():
             recorder.on_attention(
-                module.layer_idx, query.detach(), key.detach(), value.detach(), attention_mask,
+                module.layer_idx,
+                query.detach(),
+                key.detach(),
+                value.detach(),
+                attention_mask,
                 scaling if scaling is not None else query.shape[-1] ** -0.5,
             )
         return output

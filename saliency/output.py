@@ -67,8 +67,10 @@ class SaliencyMaps:
             raise ValueError(f"this completion has no saliency map: {self.reason}")
         if kind not in self.scores:
             raise KeyError(f"no {kind!r} maps; available: {', '.join(sorted(self.scores))}")
-        index = torch.arange(len(self.completion_ids))[tokens] if isinstance(tokens, slice) else torch.tensor(
-            list(tokens), dtype=torch.long
+        index = (
+            torch.arange(len(self.completion_ids))[tokens]
+            if isinstance(tokens, slice)
+            else torch.tensor(list(tokens), dtype=torch.long)
         )
         if index.numel() == 0:
             raise ValueError("the token span is empty")

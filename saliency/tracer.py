@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .adapters import ImageGrid, ModelAdapter, adapter_for
-from .capture import Recorder, SampleRows, row_mask, attention_rows, traced_attention
+from .capture import Recorder, SampleRows, attention_rows, row_mask, traced_attention
 from .decomposition import RowMode, token_scores
 from .output import ImageLayout, SaliencyMaps
 from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
@@ -54,7 +54,9 @@ def _plan(spans: CompletionSpans, prompt_length: int, row: RowMode) -> _Plan:
 class _ScoringRecorder(Recorder):
     """Keeps, per sample, its planned rows of one forward over prompt + completion, in chunks of rows."""
 
-    def __init__(self, plans: list[_Plan | None], image_index: torch.Tensor, image_counts: list[int], chunk_elements: int):
+    def __init__(
+        self, plans: list[_Plan | None], image_index: torch.Tensor, image_counts: list[int], chunk_elements: int
+    ):
         self.plans, self.image_index, self.image_counts = plans, image_index, image_counts
         self.chunk_elements = chunk_elements
         self.rows: list[SampleRows | None] = [
@@ -71,7 +73,9 @@ class _ScoringRecorder(Recorder):
             image_parts, think_parts = [], []
             for start in range(plan.first_row, plan.end_row, chunk):
                 row_index = torch.arange(start, min(start + chunk, plan.end_row), device=query.device)
-                rows_mask = row_mask(mask, slice(b, b + 1), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32))
+                rows_mask = row_mask(
+                    mask, slice(b, b + 1), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32)
+                )
                 probs = attention_rows(query[b : b + 1, :, row_index], key[b : b + 1], rows_mask, scaling)
                 image_parts.append(_gather_columns(probs, columns)[0].to(query.dtype))
                 lo, hi = max(start, plan.answer_rows[0]), min(start + chunk, plan.answer_rows[1])
@@ -154,7 +158,9 @@ class _GenerationRecorder(Recorder):
         probs = attention_rows(query, key, rows_mask, scaling)
         self.image_rows[layer].append(_gather_columns(probs, self.image_index).to(query.dtype))
         if self.think_steps and self.think_steps[-1][0] == self.position and q_len == 1:
-            self.think_rows[layer].append(probs[:, :, 0].gather(-1, self.think_index[:, None].expand(-1, probs.shape[1], -1)).to(query.dtype))
+            self.think_rows[layer].append(
+                probs[:, :, 0].gather(-1, self.think_index[:, None].expand(-1, probs.shape[1], -1)).to(query.dtype)
+            )
 
     def on_final_norm(self, inv_scale):
         self.inv_scale.append(inv_scale)
@@ -220,7 +226,9 @@ class SaliencyTracer:
         self.adapter = adapter or adapter_for(model)
         self.chunk_elements = chunk_elements
 
-    def generate(self, input_ids: torch.Tensor, image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None, **generate_kwargs) -> TracedGeneration:
+    def generate(
+        self, input_ids: torch.Tensor, image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None, **generate_kwargs
+    ) -> TracedGeneration:
         """Run ``model.generate`` and capture the maps of every returned sequence on the way (no extra forward).
 
         ``image_sizes[b]`` lists the (height, width) of sample b's images, the size maps are upsampled to
@@ -239,7 +247,11 @@ class SaliencyTracer:
         grids = [g for g in self.adapter.image_grids(generate_kwargs, counts) for _ in range(copies)]
         sizes = None if image_sizes is None else [s for s in image_sizes for _ in range(copies)]
         maps = self._maps(
-            recorder.prompt_ids, list(sequences[:, prompt_length:].cpu()), recorder.image_counts, grids, sizes,
+            recorder.prompt_ids,
+            list(sequences[:, prompt_length:].cpu()),
+            recorder.image_counts,
+            grids,
+            sizes,
             lambda b, spans: recorder.sample_rows(b, spans),
         )
         return TracedGeneration(output=output, sequences=sequences, maps=maps)
@@ -265,7 +277,10 @@ class SaliencyTracer:
             completion_mask = torch.ones_like(completion_ids)
         if "mm_token_type_ids" in vision_inputs:  # the completion holds text tokens only (type 0)
             types = vision_inputs["mm_token_type_ids"]
-            vision_inputs = {**vision_inputs, "mm_token_type_ids": torch.cat([types, torch.zeros_like(completion_ids)], 1)}
+            vision_inputs = {
+                **vision_inputs,
+                "mm_token_type_ids": torch.cat([types, torch.zeros_like(completion_ids)], 1),
+            }
         input_ids = torch.cat([prompt_ids, completion_ids], 1)
         attention_mask = torch.cat([prompt_mask, completion_mask], 1)
         image_index, image_counts = _padded_positions(prompt_ids == self.adapter.image_token_id)
@@ -273,7 +288,11 @@ class SaliencyTracer:
         completions = [ids[:n] for ids, n in zip(completion_ids.cpu(), completion_mask.sum(-1).tolist())]
         for b, completion in enumerate(completions):
             spans = self._spans(prompt_ids[b], completion.tolist())
-            plans.append(_plan(spans, prompt_length, self.row) if isinstance(spans, CompletionSpans) and image_counts[b] else None)
+            plans.append(
+                _plan(spans, prompt_length, self.row)
+                if isinstance(spans, CompletionSpans) and image_counts[b]
+                else None
+            )
         recorder = _ScoringRecorder(plans, image_index, image_counts, self.chunk_elements)
         with traced_attention(self.adapter, recorder), torch.no_grad():
             self.model(input_ids=input_ids, attention_mask=attention_mask, **vision_inputs)

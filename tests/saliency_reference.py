@@ -49,7 +49,9 @@ def vision_inputs(model, family: str, grids: list[tuple[int, int]], dtype: torch
     return {"pixel_values": pixels, "image_grid_thw": thw}
 
 
-def prompt_batch(model, family: str, samples: list[tuple[list[tuple[int, int]], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_batch(
+    model, family: str, samples: list[tuple[list[tuple[int, int]], list[int]]]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts; each sample is (grids of its images, text token ids after the images)."""
     rows = []
     for grids, text in samples:
@@ -90,10 +92,11 @@ class Scripted(LogitsProcessor):
 
 
 def scripted_generate_kwargs(scripts: list[list[int]], prompt_length: int) -> dict:
-    return dict(
-        logits_processor=LogitsProcessorList([Scripted(scripts, prompt_length)]), do_sample=False,
-        max_new_tokens=max(map(len, scripts)) + 1,
-    )
+    return {
+        "logits_processor": LogitsProcessorList([Scripted(scripts, prompt_length)]),
+        "do_sample": False,
+        "max_new_tokens": max(map(len, scripts)) + 1,
+    }
 
 
 def image_positions(input_ids: torch.Tensor) -> list[torch.Tensor]:

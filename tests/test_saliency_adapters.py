@@ -16,9 +16,19 @@ COMPLETION = [THINK, 20, 21, END_THINK, 30, 31, IM_END]
 
 
 def test_unsupported_model_gets_an_error_naming_what_is_supported():
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1))
-    with pytest.raises(ValueError, match=r"no adapter for model_type 'llama'.*supported: qwen2_vl, qwen2_5_vl, qwen3_vl, llava"):
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
+    with pytest.raises(
+        ValueError, match=r"no adapter for model_type 'llama'.*supported: qwen2_vl, qwen2_5_vl, qwen3_vl, llava"
+    ):
         adapter_for(model)
 
 
@@ -39,7 +49,9 @@ def test_lora_on_q_v_o_uses_the_effective_weights():
     base = SaliencyTracer(model, TOKENS).score(prompt, completion, prompt_mask, **vision)[0]
 
     torch.manual_seed(3)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj|o_proj)", init_lora_weights=False)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj|o_proj)", init_lora_weights=False
+    )
     peft_model = get_peft_model(copy.deepcopy(model), config).eval()
     o_proj = peft_model.base_model.model.model.language_model.layers[0].self_attn.o_proj
     merged = copy.deepcopy(peft_model).merge_and_unload()
@@ -66,7 +78,9 @@ def test_effective_weight_rows_of_a_lora_head_never_need_the_full_delta():
 
 
 def test_spans_on_token_ids():
-    assert find_spans([THINK, 20, 21, END_THINK, 30, IM_END, IDS.eos, IDS.pad], TOKENS) == CompletionSpans((1, 3), (4, 5))
+    assert find_spans([THINK, 20, 21, END_THINK, 30, IM_END, IDS.eos, IDS.pad], TOKENS) == CompletionSpans(
+        (1, 3), (4, 5)
+    )
     assert find_spans([40, THINK, 20, END_THINK, 30, 31], TOKENS) == CompletionSpans((2, 3), (4, 6))
     assert find_spans([20, 21, END_THINK, 30], TOKENS, open_think_in_prompt=2) == CompletionSpans((-2, 2), (3, 4))
     assert "opens another" in find_spans([THINK, 20, END_THINK, 30], TOKENS, open_think_in_prompt=0)

@@ -23,8 +23,11 @@ def setup():
 def _state(model):
     modules = list(model.modules())
     return {
-        "attn": (model.config._attn_implementation, model.config.text_config._attn_implementation,
-                 model.config.vision_config._attn_implementation),
+        "attn": (
+            model.config._attn_implementation,
+            model.config.text_config._attn_implementation,
+            model.config.vision_config._attn_implementation,
+        ),
         "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules),
         "registered": sorted(k for k in ALL_ATTENTION_FUNCTIONS._global_mapping if k.startswith(TRACE_PREFIX))
         + sorted(k for k in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping if k.startswith(TRACE_PREFIX)),
@@ -108,9 +111,8 @@ def test_nested_tracing_is_refused(setup):
     from saliency.capture import Recorder, traced_attention
 
     tracer = SaliencyTracer(model, TOKENS)
-    with traced_attention(tracer.adapter, Recorder()):
-        with pytest.raises(RuntimeError, match="already being traced"):
-            tracer.score(prompt, torch.tensor([COMPLETION]), prompt_mask, **vision)
+    with traced_attention(tracer.adapter, Recorder()), pytest.raises(RuntimeError, match="already being traced"):
+        tracer.score(prompt, torch.tensor([COMPLETION]), prompt_mask, **vision)
     assert _state(model)["registered"] == []
 
 

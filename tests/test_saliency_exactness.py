@@ -34,7 +34,10 @@ def _inputs(model, family, batched):
         samples = [([(0, 0)], text) for _, text in samples]
     prompt, prompt_mask = prompt_batch(model, family, samples)
     dtype = next(model.parameters()).dtype
-    vision = {**vision_inputs(model, family, [g for grids, _ in samples for g in grids], dtype), **text_inputs(family, prompt)}
+    vision = {
+        **vision_inputs(model, family, [g for grids, _ in samples for g in grids], dtype),
+        **text_inputs(family, prompt),
+    }
     return prompt, prompt_mask, vision, (COMPLETIONS if batched else COMPLETIONS[1:])
 
 
@@ -45,8 +48,13 @@ def _reference(model, prompt, prompt_mask, vision, completions, row="q"):
         full["mm_token_type_ids"] = torch.cat([full["mm_token_type_ids"], torch.zeros_like(completion_ids)], 1)
     spans = [find_spans(c, TOKENS) for c in completions]
     return reference_scores(
-        model, torch.cat([prompt, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1), full,
-        prompt.shape[1], spans, row,
+        model,
+        torch.cat([prompt, completion_ids], 1),
+        torch.cat([prompt_mask, completion_mask], 1),
+        full,
+        prompt.shape[1],
+        spans,
+        row,
     )
 
 
@@ -101,7 +109,9 @@ def test_row_at_the_thinking_tokens_own_position(mode):
             prompt, attention_mask=prompt_mask, **vision, **scripted_generate_kwargs(completions, prompt.shape[1])
         ).maps
     _assert_close(maps, _reference(model, prompt, prompt_mask, vision, completions, row="pos"), rtol=1e-5)
-    default = SaliencyTracer(model, TOKENS).score(prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision)
+    default = SaliencyTracer(model, TOKENS).score(
+        prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision
+    )
     assert not torch.allclose(default[0].scores["flow"], maps[0].scores["flow"])
 
 
@@ -109,7 +119,9 @@ def test_float64_matches_to_double_precision_where_the_model_allows():
     # Qwen's RMSNorm computes in float32 internally, which bounds the agreement at ~1e-7 relative.
     model = tiny_vlm("llava", torch.float64)
     prompt, prompt_mask, vision, completions = _inputs(model, "llava", batched=False)
-    maps = SaliencyTracer(model, TOKENS).score(prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision)
+    maps = SaliencyTracer(model, TOKENS).score(
+        prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision
+    )
     _assert_close(maps, _reference(model, prompt, prompt_mask, vision, completions), rtol=1e-6)
 
 
@@ -121,13 +133,23 @@ def test_thinking_opened_by_the_prompt():
     completion = [20, 21, END_THINK, 30, 31, IM_END]
     tracer = SaliencyTracer(model, TOKENS)
     scored = tracer.score(prompt, torch.tensor([completion]), prompt_mask, **vision)[0]
-    generated = tracer.generate(prompt, attention_mask=prompt_mask, **vision, **scripted_generate_kwargs([completion], prompt.shape[1])).maps[0]
+    generated = tracer.generate(
+        prompt, attention_mask=prompt_mask, **vision, **scripted_generate_kwargs([completion], prompt.shape[1])
+    ).maps[0]
     assert scored.spans.thinking == (-1, 2)  # the "19" after <think> in the prompt is a thinking token
     spans = [scored.spans]
     reference = reference_scores(
-        model, torch.cat([prompt, torch.tensor([completion])], 1), torch.ones(1, prompt.shape[1] + len(completion), dtype=torch.long),
-        {**vision, "mm_token_type_ids": torch.cat([vision["mm_token_type_ids"], torch.zeros(1, len(completion), dtype=torch.long)], 1)},
-        prompt.shape[1], spans,
+        model,
+        torch.cat([prompt, torch.tensor([completion])], 1),
+        torch.ones(1, prompt.shape[1] + len(completion), dtype=torch.long),
+        {
+            **vision,
+            "mm_token_type_ids": torch.cat(
+                [vision["mm_token_type_ids"], torch.zeros(1, len(completion), dtype=torch.long)], 1
+            ),
+        },
+        prompt.shape[1],
+        spans,
     )
     _assert_close([scored], reference, rtol=1e-5)
     _assert_close([generated], reference, rtol=1e-5)
@@ -138,7 +160,9 @@ def test_chunked_rows_give_the_same_maps():
     prompt, prompt_mask, vision, completions = _inputs(model, "qwen2_vl", batched=True)
     completion_ids, completion_mask = right_pad(completions)
     whole = SaliencyTracer(model, TOKENS).score(prompt, completion_ids, prompt_mask, completion_mask, **vision)
-    one_row = SaliencyTracer(model, TOKENS, chunk_elements=1).score(prompt, completion_ids, prompt_mask, completion_mask, **vision)
+    one_row = SaliencyTracer(model, TOKENS, chunk_elements=1).score(
+        prompt, completion_ids, prompt_mask, completion_mask, **vision
+    )
     for a, b in zip(whole, one_row):
         torch.testing.assert_close(a.scores["flow"], b.scores["flow"])
         torch.testing.assert_close(a.scores["direct"], b.scores["direct"])
@@ -149,16 +173,24 @@ def test_several_return_sequences_per_prompt():
     prompt, prompt_mask, vision, _ = _inputs(model, "qwen2_5_vl", batched=True)
     scripts = [COMPLETIONS[0], COMPLETIONS[1], COMPLETIONS[1], COMPLETIONS[0]]
     traced = SaliencyTracer(model, TOKENS).generate(
-        prompt, attention_mask=prompt_mask, num_return_sequences=2, **vision,
+        prompt,
+        attention_mask=prompt_mask,
+        num_return_sequences=2,
+        **vision,
         **{**scripted_generate_kwargs(scripts, prompt.shape[1]), "do_sample": True},  # sampling a one-hot script
     )
     assert len(traced.maps) == 4
     assert [len(m.images) for m in traced.maps] == [1, 1, 2, 2]
     reference = _reference(
-        model, prompt.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0),
-        {**vision, "mm_token_type_ids": vision["mm_token_type_ids"].repeat_interleave(2, 0),
-         "image_grid_thw": torch.cat([vision["image_grid_thw"][:1]] * 2 + [vision["image_grid_thw"][1:]] * 2),
-         "pixel_values": torch.cat([vision["pixel_values"][:24]] * 2 + [vision["pixel_values"][24:]] * 2)},
+        model,
+        prompt.repeat_interleave(2, 0),
+        prompt_mask.repeat_interleave(2, 0),
+        {
+            **vision,
+            "mm_token_type_ids": vision["mm_token_type_ids"].repeat_interleave(2, 0),
+            "image_grid_thw": torch.cat([vision["image_grid_thw"][:1]] * 2 + [vision["image_grid_thw"][1:]] * 2),
+            "pixel_values": torch.cat([vision["pixel_values"][:24]] * 2 + [vision["pixel_values"][24:]] * 2),
+        },
         scripts,
     )
     _assert_close(traced.maps, reference, rtol=1e-5)

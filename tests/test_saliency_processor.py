@@ -17,7 +17,9 @@ def test_processor_inputs_give_maps_at_the_original_image_size(tmp_path):
     processor = load_processor(str(path))
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     tokens = SpecialTokens.from_tokenizer(processor)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the square?"}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the square?"}]}
+    ]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=[text], images=[Image.new("RGB", (120, 90), "red")], return_tensors="pt")
     prompt_ids, prompt_mask = inputs.pop("input_ids"), inputs.pop("attention_mask")

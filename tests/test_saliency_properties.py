@@ -57,7 +57,9 @@ def test_a_sample_without_an_image_has_no_map_and_leaves_the_others_unchanged():
     assert maps[1].answer_map() is None
     alone_prompt, alone_mask = prompt_batch(model, "qwen2_5_vl", samples[:1])
     alone = SaliencyTracer(model, TOKENS).score(
-        alone_prompt, torch.tensor([COMPLETION]), alone_mask,
+        alone_prompt,
+        torch.tensor([COMPLETION]),
+        alone_mask,
         **{**vision, **text_inputs("qwen2_5_vl", alone_prompt)},
     )
     torch.testing.assert_close(maps[0].scores["flow"], alone[0].scores["flow"], rtol=1e-4, atol=1e-7)
@@ -77,9 +79,15 @@ def test_a_sample_without_an_image_has_no_map_and_leaves_the_others_unchanged():
 def test_an_invalid_format_has_no_map_and_says_why(completion, reason):
     model, prompt, prompt_mask, vision = _setup("qwen2_5_vl")
     completions = right_pad([completion, COMPLETION])
-    batch = {**vision, "mm_token_type_ids": vision["mm_token_type_ids"].repeat(2, 1),
-             "pixel_values": vision["pixel_values"].repeat(2, 1), "image_grid_thw": vision["image_grid_thw"].repeat(2, 1)}
-    maps = SaliencyTracer(model, TOKENS).score(prompt.repeat(2, 1), completions[0], prompt_mask.repeat(2, 1), completions[1], **batch)
+    batch = {
+        **vision,
+        "mm_token_type_ids": vision["mm_token_type_ids"].repeat(2, 1),
+        "pixel_values": vision["pixel_values"].repeat(2, 1),
+        "image_grid_thw": vision["image_grid_thw"].repeat(2, 1),
+    }
+    maps = SaliencyTracer(model, TOKENS).score(
+        prompt.repeat(2, 1), completions[0], prompt_mask.repeat(2, 1), completions[1], **batch
+    )
     assert not maps[0].has_map and reason in maps[0].reason
     with pytest.raises(ValueError, match="no saliency map"):
         maps[0].map_over([0])
