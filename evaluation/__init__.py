@@ -1,6 +1,47 @@
-"""Held-out evaluation of a base, SFT or GRPO checkpoint."""
+"""Held-out evaluation and export of a base, SFT or GRPO checkpoint.
 
-from .generation import build_prompts, generate_completions
-from .metrics import answer_metrics
+Accuracy, format rate and pointing games (with their baselines and bootstrap intervals) from one traced pass,
+deletion/insertion faithfulness curves, a self-contained HTML report, and the explanation + semantic-proposal
+export read by the downstream saliency predictor.
+"""
 
-__all__ = ["answer_metrics", "build_prompts", "generate_completions"]
+from .checkpoints import adapter_base, load_checkpoint
+from .eval_config import EvalArguments, ExportArguments, InferenceArguments
+from .evaluate import evaluate_model, load_rows, run_eval, write_outputs
+from .faithfulness import FaithfulnessResult, ImageTokenReplacement, answer_log_prob_curves, faithfulness_curves, patch_order
+from .generation import TracedCompletion, build_prompts, generate_completions, prompt_inputs, trace_completions
+from .metrics import answer_metrics, answer_scores, mean_interval, pointing_scores, summarise
+from .phrases import Phrase, noun_phrases
+from .report import line_plot, overlay, render_report
+
+__all__ = [
+    "EvalArguments",
+    "ExportArguments",
+    "FaithfulnessResult",
+    "ImageTokenReplacement",
+    "InferenceArguments",
+    "Phrase",
+    "TracedCompletion",
+    "adapter_base",
+    "answer_log_prob_curves",
+    "answer_metrics",
+    "answer_scores",
+    "build_prompts",
+    "evaluate_model",
+    "faithfulness_curves",
+    "generate_completions",
+    "line_plot",
+    "load_checkpoint",
+    "load_rows",
+    "mean_interval",
+    "noun_phrases",
+    "overlay",
+    "patch_order",
+    "pointing_scores",
+    "prompt_inputs",
+    "render_report",
+    "run_eval",
+    "summarise",
+    "trace_completions",
+    "write_outputs",
+]

@@ -1,15 +1,17 @@
-"""Answering held-out rows with a model: prompts built the way training builds them, batched, left-padded."""
+"""Answering rows with a model: prompts built the way training builds them, batched, left-padded, optionally traced."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, ProcessorMixin
+from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
 
 from data_tools import SYSTEM_PROMPT, prompt_messages
+from saliency import SaliencyMaps, SaliencyTracer
 
 
 def build_prompts(processor: ProcessorMixin, problems: Sequence[str], system_prompt: str = SYSTEM_PROMPT) -> list[str]:
@@ -18,6 +20,24 @@ def build_prompts(processor: ProcessorMixin, problems: Sequence[str], system_pro
         processor.apply_chat_template(prompt_messages(p, system_prompt), tokenize=False, add_generation_prompt=True)
         for p in problems
     ]
+
+
+def prompt_inputs(
+    processor: ProcessorMixin, rows: Sequence[dict[str, Any]], system_prompt: str = SYSTEM_PROMPT
+) -> BatchFeature:
+    """Processor inputs (left-padded ``input_ids``, ``attention_mask``, vision inputs) for rows with ``image``, ``problem``."""
+    return processor(
+        images=[[row["image"]] for row in rows],
+        text=build_prompts(processor, [row["problem"] for row in rows], system_prompt),
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+    )
+
+
+def _batches(rows: Sequence[dict[str, Any]], batch_size: int, desc: str) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+        yield start, [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
 
 
 @torch.no_grad()
@@ -34,16 +54,77 @@ def generate_completions(
     """Greedy completions (decoded, special tokens removed) for rows with `image` and `problem`."""
     completions: list[str] = []
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-        batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-        inputs = processor(
-            images=[[row["image"]] for row in batch],
-            text=build_prompts(processor, [row["problem"] for row in batch], system_prompt),
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-        ).to(device)
+    for _, batch in _batches(rows, batch_size, desc):
+        inputs = prompt_inputs(processor, batch, system_prompt).to(device)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         completions += processor.batch_decode(new_tokens, skip_special_tokens=True)
     return completions
+
+
+@dataclass
+class TracedCompletion:
+    """One row's completion and its saliency maps (``maps.has_map`` is False for a badly formatted completion)."""
+
+    index: int
+    completion_ids: torch.Tensor
+    text: str
+    maps: SaliencyMaps
+
+
+def image_sizes(rows: Sequence[dict[str, Any]]) -> list[list[tuple[int, int]]]:
+    """The (height, width) of each row's image: the size maps are upsampled to (boxes are normalised to it)."""
+    return [[(row["image"].height, row["image"].width)] for row in rows]
+
+
+def _trim_padding(ids: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    end = len(ids)
+    while pad_id is not None and end and int(ids[end - 1]) == pad_id:
+        end -= 1
+    return ids[:end]
+
+
+@torch.no_grad()
+def trace_completions(
+    tracer: SaliencyTracer,
+    processor: ProcessorMixin,
+    rows: Sequence[dict[str, Any]],
+    *,
+    completions: Sequence[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    system_prompt: str = SYSTEM_PROMPT,
+    generate_kwargs: dict[str, Any] | None = None,
+    desc: str = "generating with tracing",
+) -> Iterator[TracedCompletion]:
+    """Complete each row and trace its maps in the same pass, yielding the rows in order.
+
+    Without ``completions`` the model generates greedily and the tracer captures the maps during ``generate`` (no
+    extra forward). With ``completions`` (one text per row, produced elsewhere) each batch is traced in one scoring
+    forward over prompt + completion. ``generate_kwargs`` are passed on to ``generate`` (e.g. a logits processor).
+    """
+    if completions is not None and len(completions) != len(rows):
+        raise ValueError(f"got {len(completions)} completions for {len(rows)} rows")
+    tokenizer = getattr(processor, "tokenizer", processor)
+    device = next(tracer.model.parameters()).device
+    for start, batch in _batches(rows, batch_size, desc):
+        inputs = prompt_inputs(processor, batch, system_prompt).to(device)
+        sizes = image_sizes(batch)
+        if completions is None:
+            kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generate_kwargs or {})}
+            traced = tracer.generate(**inputs, image_sizes=sizes, **kwargs)
+            new = traced.sequences[:, inputs["input_ids"].shape[1] :].cpu()
+            completion_ids = [_trim_padding(ids, tokenizer.pad_token_id) for ids in new]
+            maps = traced.maps
+        else:
+            texts = list(completions[start : start + len(batch)])
+            encoded = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+            prompt = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+            maps = tracer.score(
+                inputs["input_ids"], encoded["input_ids"].to(device), inputs["attention_mask"],
+                encoded["attention_mask"].to(device), image_sizes=sizes, **prompt,
+            )
+            completion_ids = [ids[: int(n)] for ids, n in zip(encoded["input_ids"], encoded["attention_mask"].sum(-1))]
+        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        for offset, (ids, text, row_maps) in enumerate(zip(completion_ids, texts, maps)):
+            yield TracedCompletion(start + offset, ids, text, row_maps)

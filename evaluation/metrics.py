@@ -1,27 +1,100 @@
-"""Answer-level metrics of a set of completions: format rate and accuracy, overall and per source."""
+"""Per-row scores of an evaluation and their summary: means with seeded bootstrap intervals, overall and per source.
+
+A row's scores are a flat dict: ``format`` and ``accuracy`` (0/1), and per traced map kind (``flow``, ``direct``)
+``<kind>/energy_pg``, ``<kind>/pg``, ``<kind>/box_area_fraction``, ``<kind>/centre_point_pg`` (None when the row
+has no usable map) and ``<kind>/status`` (``scored``, ``no_map`` or ``empty_map``).
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from rewards import accuracy_reward, format_reward
+import numpy as np
+
+from rewards import PointingGameAccumulator, accuracy_reward, format_reward
+
+POINTING_FIELDS = ("energy_pg", "pg", "box_area_fraction", "centre_point_pg")
+MAP_STATUSES = ("scored", "no_map", "empty_map")
+
+
+def answer_scores(completions: Sequence[str], solutions: Sequence[str]) -> list[dict[str, float]]:
+    """``{"format", "accuracy"}`` of each completion (the format and accuracy rewards, 0 or 1)."""
+    fmt = format_reward(None, list(completions))
+    acc = accuracy_reward(None, list(completions), solution=list(solutions))
+    return [{"format": f, "accuracy": a} for f, a in zip(fmt, acc)]
+
+
+def pointing_scores(kind: str, saliency_map: np.ndarray | None, boxes: Any, tolerance_px: float = 0.0) -> dict:
+    """The pointing-game scores of one map and their baselines, keyed ``<kind>/<field>``, plus ``<kind>/status``."""
+    accumulator = PointingGameAccumulator(tolerance_px)
+    scores = accumulator.add(saliency_map, boxes)
+    status = "scored" if scores is not None else ("no_map" if accumulator.n_no_map else "empty_map")
+    values = {f"{kind}/{name}": None if scores is None else getattr(scores, name) for name in POINTING_FIELDS}
+    return {**values, f"{kind}/status": status}
+
+
+def mean_interval(
+    values: Sequence[float | None], *, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float | int | None]:
+    """Mean of the non-None ``values`` and its percentile bootstrap interval over the rows.
+
+    Rows are resampled with replacement, None rows included (they stay excluded from each resample's mean), so
+    the interval also reflects how many rows are scored. Returns ``{"mean", "low", "high", "n"}``; means are None
+    without any value, bounds None without resamples. The same seed and row count draw the same resamples.
+    """
+    array = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    scored = ~np.isnan(array)
+    n = int(scored.sum())
+    result: dict[str, float | int | None] = {"mean": float(array[scored].mean()) if n else None, "low": None,
+                                             "high": None, "n": n}
+    if not n or not bootstrap_samples:
+        return result
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(array), size=(bootstrap_samples, len(array)))
+    counts = scored[draws].sum(1)
+    sums = np.where(scored, array, 0.0)[draws].sum(1)
+    means = sums[counts > 0] / counts[counts > 0]
+    tail = (1 - confidence) / 2 * 100
+    result["low"], result["high"] = (float(x) for x in np.percentile(means, [tail, 100 - tail]))
+    return result
+
+
+def summarise(
+    rows: Sequence[Mapping[str, Any]],
+    sources: Sequence[str],
+    *,
+    bootstrap_samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every numeric score of ``rows`` as :func:`mean_interval`, every ``*/status`` as counts; overall and per source."""
+    if len(rows) != len(sources):
+        raise ValueError(f"got {len(sources)} sources for {len(rows)} rows")
+
+    def summary(indices: Sequence[int]) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": len(indices)}
+        for key in rows[0] if rows else ():
+            column = [rows[i][key] for i in indices]
+            if key.endswith("/status"):
+                out[key.removesuffix("/status") + "/counts"] = {s: column.count(s) for s in MAP_STATUSES}
+            else:
+                out[key] = mean_interval(column, bootstrap_samples=bootstrap_samples, confidence=confidence, seed=seed)
+        return out
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, source in enumerate(sources):
+        groups[source].append(i)
+    return {**summary(range(len(rows))), "per_source": {s: summary(ix) for s, ix in sorted(groups.items())}}
 
 
 def answer_metrics(completions: Sequence[str], solutions: Sequence[str], sources: Sequence[str]) -> dict:
     """Format rate and accuracy (fractions in [0, 1]) overall and per `dataset` source, with row counts."""
-    fmt = format_reward(None, list(completions))
-    acc = accuracy_reward(None, list(completions), solution=list(solutions))
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, source in enumerate(sources):
-        groups[source].append(i)
+    summary = summarise(answer_scores(completions, solutions), sources, bootstrap_samples=0)
 
-    def summary(indices: Sequence[int]) -> dict:
-        n = len(indices)
-        return {
-            "n": n,
-            "format_rate": sum(fmt[i] for i in indices) / n if n else 0.0,
-            "accuracy": sum(acc[i] for i in indices) / n if n else 0.0,
-        }
+    def flat(group: dict) -> dict:
+        return {"n": group["n"], "format_rate": group["format"]["mean"] or 0.0, "accuracy": group["accuracy"]["mean"] or 0.0}
 
-    return {**summary(range(len(completions))), "per_source": {s: summary(ix) for s, ix in sorted(groups.items())}}
+    return {**flat(summary), "per_source": {s: flat(g) for s, g in summary["per_source"].items()}}

@@ -1,0 +1,206 @@
+"""The evaluation stage: one traced pass over a held-out split, then metrics, faithfulness, metrics.json and report.html."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedModel, ProcessorMixin
+from trl import ModelConfig
+
+from data_tools import load_source
+from saliency import SaliencyTracer, SpecialTokens
+
+from .checkpoints import load_checkpoint
+from .eval_config import EvalArguments, InferenceArguments
+from .faithfulness import faithfulness_curves
+from .generation import image_sizes, prompt_inputs, trace_completions
+from .metrics import answer_scores, pointing_scores, summarise
+from .report import overlay, render_report
+
+logger = logging.getLogger(__name__)
+
+TRACER_ROWS = {"generator": "q", "self": "pos"}
+
+
+def load_rows(args: InferenceArguments) -> datasets.Dataset:
+    """The validated rows of ``args.dataset_name`` (see `data_tools.load_source`), the first ``max_samples`` of them."""
+    if not args.dataset_name:
+        raise ValueError("--dataset_name is required")
+    rows, report = load_source(
+        args.dataset_source, args.dataset_name, image_dir=args.image_dir, split=args.dataset_split, kind="rl",
+        on_bad_row=args.on_bad_row,
+    )
+    logger.info("rows of %s/%s: %s", args.dataset_name, args.dataset_split, report.summary())
+    for issue in report.rejected:
+        logger.warning("left out row %d (%s): %s: %s", issue.index, issue.row_id, issue.field, issue.reason)
+    if not len(rows):
+        raise ValueError(f"--dataset_name {args.dataset_name!r} split {args.dataset_split!r} holds no usable row")
+    if args.max_samples is not None:
+        rows = rows.select(range(min(args.max_samples, len(rows))))
+    return rows
+
+
+def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]:
+    """The completion of each question id from a JSONL of ``{"question_id", "completion"}`` lines."""
+    found: dict[str, str] = {}
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                found[str(record["question_id"])] = str(record["completion"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"--completions_file {path} line {number}: expected a JSON object with "
+                                 f"'question_id' and 'completion' ({err})") from None
+    missing = [q for q in question_ids if q not in found]
+    if missing:
+        raise ValueError(f"--completions_file {path} has no completion for {len(missing)} rows, e.g. question_id "
+                         f"{missing[0]!r}")
+    return [found[q] for q in question_ids]
+
+
+def make_tracer(model: PreTrainedModel, processor: ProcessorMixin, saliency_row: str) -> SaliencyTracer:
+    """The tracer of ``model``, with the flow map's thinking row chosen by ``--saliency_row``."""
+    return SaliencyTracer(model, SpecialTokens.from_tokenizer(processor), row=TRACER_ROWS[saliency_row])
+
+
+def _file_stem(index: int, question_id: str) -> str:
+    return f"{index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', question_id)[:80]}"
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    rows: datasets.Dataset | Sequence[dict[str, Any]],
+    args: EvalArguments,
+    *,
+    model_name: str,
+    completions: Sequence[str] | None = None,
+    generate_kwargs: dict[str, Any] | None = None,
+    baselines: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``rows`` and write the sample overlays under ``args.output_dir``; return the metrics.
+
+    One traced pass produces each completion and its maps (see `trace_completions`). ``baselines`` are attribution
+    methods with ``kind`` and ``attribute(...)`` (the signature of `SaliencyTracer.score`, e.g. the classes of
+    `saliency.baselines`), scored beside the tracer's maps in the faithfulness curves.
+    """
+    output_dir = Path(args.output_dir)
+    (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    tracer = make_tracer(model, processor, args.saliency_row)
+    records, faithful_rows = [], []
+    for traced in trace_completions(
+        tracer, processor, rows, completions=completions, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt, generate_kwargs=generate_kwargs,
+    ):
+        row = rows[traced.index]
+        scores = answer_scores([traced.text], [row["solution"]])[0]
+        upsampled = {
+            kind: traced.maps.answer_map(kind)[0].upsampled() if traced.maps.has_map else None
+            for kind in ("flow", "direct")
+        }
+        for kind in args.saliency_maps:
+            scores |= pointing_scores(kind, upsampled[kind], row["bbox"], args.pointing_tolerance_px)
+        record = {
+            "question_id": row["question_id"], "dataset": row["dataset"], "problem": row["problem"],
+            "solution": row["solution"], "completion": traced.text, "no_map_reason": traced.maps.reason,
+            "scores": scores,
+        }
+        if traced.index < args.report_samples:
+            record["overlays"] = {}
+            for kind in args.saliency_maps:
+                path = Path("overlays") / f"{_file_stem(traced.index, row['question_id'])}_{kind}.png"
+                overlay(row["image"], upsampled[kind], row["bbox"]).save(output_dir / path)
+                record["overlays"][kind] = str(path)
+        if traced.maps.has_map and len(faithful_rows) < args.faithfulness_samples:
+            faithful_rows.append((traced.index, traced.completion_ids, traced.maps))
+        records.append(record)
+
+    summary = summarise(
+        [r["scores"] for r in records], [r["dataset"] for r in records],
+        bootstrap_samples=args.bootstrap_samples, confidence=args.confidence, seed=args.seed,
+    )
+    faithfulness = None
+    if faithful_rows:
+        faithfulness = _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines).to_dict()
+    settings = {k: v for k, v in asdict(args).items() if k in (
+        "dataset_split", "max_new_tokens", "saliency_row", "pointing_tolerance_px", "bootstrap_samples", "confidence",
+        "seed", "faithfulness_steps", "faithfulness_random_orders",
+    )}
+    settings["completions"] = "given (scored)" if completions is not None else "generated (greedy)"
+    return {
+        "model": model_name,
+        "dataset": f"{args.dataset_name} [{args.dataset_split}]",
+        "settings": settings,
+        "summary": summary,
+        "faithfulness": faithfulness,
+        "rows": records,
+    }
+
+
+def _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines):
+    device = next(model.parameters()).device
+    samples = []
+    for index, completion_ids, maps in faithful_rows:
+        row = rows[index]
+        inputs = prompt_inputs(processor, [row], args.system_prompt).to(device)
+        by_method = {kind: maps for kind in args.saliency_maps}
+        for method in baselines:
+            vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+            by_method[method.kind] = method.attribute(
+                inputs["input_ids"], completion_ids[None].to(device), image_sizes=image_sizes([row]), **vision
+            )[0]
+        samples.append((inputs, completion_ids, by_method))
+    return faithfulness_curves(
+        model, tracer.adapter, samples, steps=args.faithfulness_steps,
+        random_orders_per_row=args.faithfulness_random_orders, seed=args.seed, batch_size=max(args.batch_size, 8),
+    )
+
+
+def write_outputs(metrics: dict[str, Any], output_dir: str | Path, other: dict[str, Any] | None = None,
+                  other_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and the self-contained ``report.html`` to ``output_dir``; return both paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path, report_path = output_dir / "metrics.json", output_dir / "report.html"
+    metrics_path.write_text(json.dumps(metrics, indent=1))
+    report_path.write_text(render_report(metrics, output_dir, other=other, other_dir=other_dir))
+    return metrics_path, report_path
+
+
+def _evaluate_checkpoint(args: EvalArguments, model_args: ModelConfig, rows) -> dict[str, Any]:
+    completions = None
+    if args.completions_file:
+        completions = read_completions(args.completions_file, rows["question_id"])
+    model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    with torch.no_grad():
+        return evaluate_model(model, processor, rows, args, model_name=model_args.model_name_or_path,
+                              completions=completions)
+
+
+def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:
+    """Evaluate the checkpoint (and the one to compare with); write metrics.json and report.html; return the report."""
+    torch.manual_seed(args.seed)
+    rows = load_rows(args)
+    other = other_dir = None
+    if args.compare_model_name_or_path:
+        other_dir = Path(args.output_dir) / "compare"
+        other_args = replace(args, output_dir=str(other_dir), compare_model_name_or_path=None)
+        other = _evaluate_checkpoint(other_args, replace(model_args, model_name_or_path=args.compare_model_name_or_path), rows)
+        write_outputs(other, other_dir)
+    elif args.compare_to:
+        other_dir = Path(args.compare_to).parent
+        other = json.loads(Path(args.compare_to).read_text())
+    metrics = _evaluate_checkpoint(args, model_args, rows)
+    _, report = write_outputs(metrics, args.output_dir, other, other_dir)
+    logger.info("wrote %s", report)
+    return report
