@@ -45,7 +45,8 @@ class InferenceArguments:
         default=None,
         metadata={
             "help": "JSONL of completions produced elsewhere (e.g. by vLLM), one `{\"question_id\", \"completion\"}` "
-            "per row: they are traced in one scoring forward instead of being generated. Every row needs one."
+            "per row (the export of an image folder uses the image id, its path relative to the folder, as "
+            "question_id): they are traced in one scoring forward instead of being generated. Every row needs one."
         },
     )
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System prompt of every question."})

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, ProcessorMixin
 from trl import ModelConfig
 
-from data_tools import load_source
+from data_tools import ValidationReport, load_source
 from saliency import SaliencyTracer, SpecialTokens
 
 from .checkpoints import load_checkpoint
@@ -30,8 +30,12 @@ logger = logging.getLogger(__name__)
 TRACER_ROWS = {"generator": "q", "self": "pos"}
 
 
-def load_rows(args: InferenceArguments) -> datasets.Dataset:
-    """The validated rows of ``args.dataset_name`` (see `data_tools.load_source`), the first ``max_samples`` of them."""
+def load_rows(args: InferenceArguments) -> tuple[datasets.Dataset, ValidationReport]:
+    """The validated rows of ``args.dataset_name`` (the first ``max_samples``) and the validation report.
+
+    See `data_tools.load_source`: a bad row stops the run before any inference (listing every bad row) unless
+    ``--on_bad_row skip``, which leaves it out and logs it.
+    """
     if not args.dataset_name:
         raise ValueError("--dataset_name is required")
     rows, report = load_source(
@@ -45,7 +49,7 @@ def load_rows(args: InferenceArguments) -> datasets.Dataset:
         raise ValueError(f"--dataset_name {args.dataset_name!r} split {args.dataset_split!r} holds no usable row")
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
-    return rows
+    return rows, report
 
 
 def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]:
@@ -190,7 +194,7 @@ def _evaluate_checkpoint(args: EvalArguments, model_args: ModelConfig, rows) -> 
 def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:
     """Evaluate the checkpoint (and the one to compare with); write metrics.json and report.html; return the report."""
     torch.manual_seed(args.seed)
-    rows = load_rows(args)
+    rows, _ = load_rows(args)
     other = other_dir = None
     if args.compare_model_name_or_path:
         other_dir = Path(args.output_dir) / "compare"

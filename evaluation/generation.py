@@ -35,8 +35,10 @@ def prompt_inputs(
     )
 
 
-def _batches(rows: Sequence[dict[str, Any]], batch_size: int, desc: str) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+def _batches(
+    rows: Sequence[dict[str, Any]], batch_size: int, desc: str, progress: bool = True
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", disable=not progress):
         yield start, [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
 
 
@@ -96,18 +98,20 @@ def trace_completions(
     system_prompt: str = SYSTEM_PROMPT,
     generate_kwargs: dict[str, Any] | None = None,
     desc: str = "generating with tracing",
+    progress: bool = True,
 ) -> Iterator[TracedCompletion]:
     """Complete each row and trace its maps in the same pass, yielding the rows in order.
 
     Without ``completions`` the model generates greedily and the tracer captures the maps during ``generate`` (no
     extra forward). With ``completions`` (one text per row, produced elsewhere) each batch is traced in one scoring
-    forward over prompt + completion. ``generate_kwargs`` are passed on to ``generate`` (e.g. a logits processor).
+    forward over prompt + completion. ``generate_kwargs`` are passed on to ``generate`` (e.g. a logits processor);
+    ``progress`` shows a progress bar over the batches.
     """
     if completions is not None and len(completions) != len(rows):
         raise ValueError(f"got {len(completions)} completions for {len(rows)} rows")
     tokenizer = getattr(processor, "tokenizer", processor)
     device = next(tracer.model.parameters()).device
-    for start, batch in _batches(rows, batch_size, desc):
+    for start, batch in _batches(rows, batch_size, desc, progress):
         inputs = prompt_inputs(processor, batch, system_prompt).to(device)
         sizes = image_sizes(batch)
         if completions is None:

@@ -1,0 +1,238 @@
+"""Export for the downstream saliency predictor: per image, the explanation, the answer and semantic proposals.
+
+Output folder layout (paths in the JSONL are relative to it)::
+
+    proposals.jsonl   one line per image: {"image_id", "image_path", "width", "height", "question", "explanation",
+                      "answer", "no_map_reason", "proposals": [{"phrase", "reason", "mask_path", "box", "score"}],
+                      "phrases_without_mask"}
+    masks/            one 8-bit greyscale PNG per proposal, at the image size (255 = the mask's maximum)
+    images/           the images of a data set source (folder sources point at the original files)
+    errors.jsonl      one line per image that could not be read: {"image_id", "image_path", "error"}
+
+A proposal is an object phrase of the completion (see `evaluation.phrases`), the sentence it comes from as its
+reason, the tracer's direct map over the phrase's tokens as its mask (`SaliencyMaps.map_over(..., kind="direct")`),
+the box bounding the mask pixels at or above ``mask_threshold`` times the mask's maximum, and as its score the
+fraction of the mask's mass inside that box. A completion without the ``<think>...</think>answer`` format has no
+map and no proposals (``no_map_reason`` says why); a phrase whose mask is all zero is listed under
+``phrases_without_mask``.
+
+Resuming: images already in ``proposals.jsonl`` or ``errors.jsonl`` are skipped; a line cut off by a crash is
+removed before the run goes on. Masks are written before their line, so a finished line always has its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+from trl import ModelConfig
+
+from data_tools import load_image
+from rewards import answer_text, parse_reasoning
+from saliency import SaliencyMaps
+
+from .checkpoints import load_checkpoint
+from .eval_config import ExportArguments
+from .evaluate import load_rows, make_tracer, read_completions
+from .generation import TracedCompletion, trace_completions
+from .phrases import Phrase, noun_phrases, token_char_spans, tokens_overlapping
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class ExportItem:
+    """One image to export: its id, the question asked, and where it is (a file, or a row of the data set)."""
+
+    image_id: str
+    question: str
+    path: Path | None = None
+    row: int | None = None
+
+
+def folder_items(folder: str | Path, question: str) -> list[ExportItem]:
+    """Every image file under ``folder`` (by suffix, recursively, sorted); ids are paths relative to ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--image_folder {str(folder)!r} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [ExportItem(p.relative_to(folder).as_posix(), question, path=p) for p in files]
+
+
+def mask_box(mask: np.ndarray, threshold: float) -> tuple[list[float], float] | None:
+    """The normalised box of the pixels at or above ``threshold`` times the mask's maximum, and the fraction of the
+    mask's positive mass inside it; None for a mask without positive mass."""
+    positive = np.maximum(mask, 0.0)
+    peak = positive.max()
+    if not np.isfinite(peak) or peak <= 0:
+        return None
+    rows, cols = np.nonzero(positive >= threshold * peak)
+    height, width = mask.shape
+    y1, y2, x1, x2 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    score = float(positive[y1:y2, x1:x2].sum() / positive.sum())
+    return [x1 / width, y1 / height, x2 / width, y2 / height], min(1.0, score)
+
+
+def mask_png(mask: np.ndarray) -> Image.Image:
+    """The mask as an 8-bit greyscale image, 255 at its maximum, 0 at or below zero."""
+    positive = np.maximum(mask, 0.0)
+    return Image.fromarray(np.round(255 * positive / positive.max()).astype(np.uint8), mode="L")
+
+
+def completion_phrases(
+    tokenizer, maps: SaliencyMaps, object_nouns: Sequence[str] | None
+) -> tuple[str, list[tuple[Phrase, list[int]]]]:
+    """The decoded completion and its object phrases (thinking and answer), each with the tokens that spell it."""
+    ids = maps.completion_ids.tolist()
+    text, char_spans = token_char_spans(tokenizer, ids)
+    phrases: dict[str, Phrase] = {}
+    for (start, end), whole in ((maps.spans.thinking, False), (maps.spans.answer, True)):
+        lo, hi = char_spans[max(start, 0)][0], char_spans[end - 1][1]
+        for phrase in noun_phrases(text[lo:hi], object_nouns=object_nouns, offset=lo, whole_text_is_phrase=whole):
+            kept = phrases.setdefault(phrase.text.lower(), phrase)
+            if kept is not phrase:
+                kept.spans += phrase.spans
+    answer_end = maps.spans.answer[1]
+    located = []
+    for phrase in phrases.values():
+        tokens = [k for k in tokens_overlapping(char_spans, phrase.spans) if k < answer_end]
+        if tokens:
+            located.append((phrase, tokens))
+    return text, located
+
+
+def _mask_name(image_id: str, index: int) -> str:
+    digest = hashlib.sha1(image_id.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', image_id)[-60:]}-{digest}-{index:02d}.png"
+
+
+def export_record(
+    item: ExportItem, image: Image.Image, traced: TracedCompletion, tokenizer, args: ExportArguments, out: Path,
+    image_path: str,
+) -> dict[str, Any]:
+    """Write the masks of one image's proposals under ``out/masks`` and return its JSONL record."""
+    text = traced.text
+    reasoned = parse_reasoning(text)
+    record = {
+        "image_id": item.image_id, "image_path": image_path, "width": image.width, "height": image.height,
+        "question": item.question, "explanation": reasoned.thinking if reasoned else "",
+        "answer": reasoned.answer if reasoned else answer_text(text), "no_map_reason": traced.maps.reason,
+        "proposals": [], "phrases_without_mask": [],
+    }
+    if not traced.maps.has_map:
+        return record
+    _, phrases = completion_phrases(tokenizer, traced.maps, args.object_nouns)
+    for phrase, tokens in phrases:
+        mask = traced.maps.map_over(tokens, kind="direct")[0].upsampled()
+        boxed = mask_box(mask, args.mask_threshold)
+        if boxed is None:
+            record["phrases_without_mask"].append(phrase.text)
+            continue
+        box, score = boxed
+        name = Path("masks") / _mask_name(item.image_id, len(record["proposals"]))
+        mask_png(mask).save(out / name)
+        record["proposals"].append(
+            {"phrase": phrase.text, "reason": phrase.sentence, "mask_path": name.as_posix(), "box": box, "score": score}
+        )
+    return record
+
+
+def finished_ids(path: Path) -> set[str]:
+    """``image_id`` of every complete line of a JSONL file; a cut-off last line (a crash mid-write) is removed."""
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        logger.warning("%s: removing a cut-off last line left by an interrupted run", path)
+        path.write_bytes(complete)
+    return {json.loads(line)["image_id"] for line in complete.decode().splitlines() if line.strip()}
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _dataset_items(args: ExportArguments, errors: Path, done: set[str]) -> tuple[datasets.Dataset, list[ExportItem]]:
+    """The data set and its rows as items; rows rejected by validation (``--on_bad_row skip``) go to ``errors``."""
+    rows, report = load_rows(args)
+    for issue in report.rejected:
+        if issue.row_id not in done:
+            _append(errors, {"image_id": issue.row_id, "image_path": None, "error": f"{issue.field}: {issue.reason}"})
+            done.add(issue.row_id)
+    ids, problems = rows["question_id"], rows["problem"]
+    return rows, [ExportItem(str(q), p, row=i) for i, (q, p) in enumerate(zip(ids, problems))]
+
+
+def _open(item: ExportItem, out: Path, rows: datasets.Dataset | None) -> tuple[Image.Image, str]:
+    """The item's RGB image and its path relative to ``out`` (a data set image is saved under ``out/images``)."""
+    if item.path is not None:
+        data, _, _ = load_image(str(item.path))
+        with Image.open(io.BytesIO(data["bytes"])) as image:
+            return image.convert("RGB"), os.path.relpath(item.path.resolve(), out.resolve())
+    image = rows[item.row]["image"].convert("RGB")
+    name = Path("images") / _mask_name(item.image_id, 0)
+    image.save(out / name)
+    return image, name.as_posix()
+
+
+def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
+    """Export every image not yet exported to ``args.output_dir``; return the path of ``proposals.jsonl``."""
+    out = Path(args.output_dir)
+    for folder in ("masks", "images"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    jsonl, errors = out / "proposals.jsonl", out / "errors.jsonl"
+    done = finished_ids(jsonl) | finished_ids(errors)
+    if args.image_folder:
+        rows, items = None, folder_items(args.image_folder, args.question)
+    else:
+        rows, items = _dataset_items(args, errors, done)
+    todo = [item for item in items if item.image_id not in done]
+    logger.info("%d images, %d already exported, %d to go", len(items), len(items) - len(todo), len(todo))
+    completions = None
+    if args.completions_file:
+        completions = dict(zip((i.image_id for i in todo), read_completions(args.completions_file, [i.image_id for i in todo])))
+    if not todo:
+        return jsonl
+    model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tracer = make_tracer(model, processor, args.saliency_row)
+    progress = tqdm(total=len(todo), desc="exporting", unit="image")
+    for start in range(0, len(todo), args.batch_size):
+        batch, opened = todo[start : start + args.batch_size], []
+        for item in batch:
+            try:
+                opened.append((item, *_open(item, out, rows)))
+            except (ValueError, OSError) as err:
+                logger.warning("image %s: %s (recorded in %s)", item.image_id, err, errors)
+                path = None if item.path is None else os.path.relpath(item.path.resolve(), out.resolve())
+                _append(errors, {"image_id": item.image_id, "image_path": path, "error": str(err)})
+                progress.update()
+        inputs = [{"image": image, "problem": item.question} for item, image, _ in opened]
+        given = None if completions is None else [completions[item.image_id] for item, _, _ in opened]
+        for traced in trace_completions(
+            tracer, processor, inputs, completions=given, batch_size=max(len(inputs), 1), max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+            progress=False,
+        ):
+            item, image, image_path = opened[traced.index]
+            _append(jsonl, export_record(item, image, traced, tokenizer, args, out, image_path))
+            progress.update()
+    progress.close()
+    return jsonl

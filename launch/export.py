@@ -1,0 +1,20 @@
+"""Export explanations and semantic proposals of a (tuned) model for the downstream saliency predictor.
+
+    python launch/export.py --model_name_or_path outputs/grpo-tiny --image_folder my_images --output_dir outputs/export
+    python launch/export.py --config configs/eval/export_tiny.yaml
+
+Writes `proposals.jsonl` (one line per image), `masks/*.png` and `errors.jsonl` (unreadable images) to
+`--output_dir`; rerunning the same command resumes where it stopped. Every field of `ExportArguments` and
+`trl.ModelConfig` can be set in the YAML recipe or on the command line (`--help` lists them).
+"""
+
+import logging
+
+from trl import ModelConfig, TrlParser
+
+from evaluation import ExportArguments, run_export
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    export_args, model_args = TrlParser((ExportArguments, ModelConfig)).parse_args_and_config()
+    print(f"proposals: {run_export(export_args, model_args)}")
