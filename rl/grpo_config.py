@@ -17,8 +17,9 @@ class SaliencyGRPOConfig(GRPOConfig):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["format", "accuracy", "saliency"],
         metadata={
-            "help": "Reward functions by name, in the order of `reward_weights`. Known names: format, accuracy, "
-            "saliency, pointing_game, iou."
+            "help": "Reward functions by name (keys of `rewards.REWARD_FUNCS`: format, accuracy, iou, saliency "
+            "(energy-PG of the flow map), saliency_pg, saliency_direct, saliency_direct_pg), in the order of "
+            "`reward_weights`."
         },
     )
     saliency_capture: str = field(
@@ -30,23 +31,48 @@ class SaliencyGRPOConfig(GRPOConfig):
             "choices": ["auto", "generate", "score"],
         },
     )
-    saliency_map: str = field(
-        default="flow",
+    log_saliency_metrics: bool = field(
+        default=True,
         metadata={
-            "help": "Which map the saliency reward scores: 'flow' (image -> reasoning -> answer, the published "
-            "choice) or 'direct' (image -> answer).",
-            "choices": ["flow", "direct"],
+            "help": "Trace and log the pointing game and energy pointing game of every completion's flow map even "
+            "when no reward reads the maps (e.g. the format + accuracy control run). Off: no tracing in such runs."
         },
     )
-    saliency_row: str = field(
-        default="generator",
+
+
+@dataclass
+class GRPOScriptArguments:
+    """Where the RL data comes from; parsed with `SaliencyGRPOConfig` and `trl.ModelConfig` by `trl.TrlParser`."""
+
+    dataset_name: str = field(
+        default="outputs/data",
+        metadata={"help": "A data set saved with `save_to_disk`, a local .json/.jsonl/.parquet file or a hub name."},
+    )
+    dataset_source: str = field(
+        default="saliency_r1",
         metadata={
-            "help": "Row of a thinking token t in the flow map: 'generator' (q(t), the position that generated t; "
-            "published) or 'self' (pos(t), the token's own position).",
-            "choices": ["generator", "self"],
+            "help": "Layout of `dataset_name`: 'saliency_r1' (image, problem, solution, bbox: the public "
+            "saliency-r1-8k layout, which the synthetic data also uses) or 'visual_cot'. Every row is validated.",
+            "choices": ["saliency_r1", "visual_cot"],
         },
     )
-    saliency_metric: str = field(
-        default="energy_pg",
-        metadata={"help": "How the saliency reward scores a map: 'energy_pg' or 'pg'.", "choices": ["energy_pg", "pg"]},
+    image_dir: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths in the data are resolved against."}
     )
+    dataset_train_split: str = field(default="rl", metadata={"help": "Split to train on."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows only (after validation); all rows when unset."}
+    )
+    on_bad_row: str = field(
+        default="error",
+        metadata={
+            "help": "Rows that fail validation: 'error' stops before training and lists every bad row; 'skip' "
+            "leaves them out and writes the rejection report to <output_dir>/rejected_rows.jsonl.",
+            "choices": ["error", "skip"],
+        },
+    )
+    max_image_side: int | None = field(
+        default=512, metadata={"help": "Resize images whose longer side is larger (boxes stay right)."}
+    )
+    min_pixels: int | None = field(default=None, metadata={"help": "Processor's lower pixel limit per image."})
+    max_pixels: int | None = field(default=None, metadata={"help": "Processor's upper pixel limit per image."})

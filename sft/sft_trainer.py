@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-
-from vlm import load_model_and_processor, merge_lora_adapter
+from vlm import load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
 from .sft_config import SFTScriptArguments
 from .sft_data import load_sft_dataset
-
-logger = logging.getLogger(__name__)
-
-
-def resolve_resume_checkpoint(training_args: SFTConfig | "trl.GRPOConfig") -> str | None:  # noqa: F821
-    """The checkpoint to resume from: an explicit path, or the latest in `output_dir` when resuming is `True`.
-
-    `--resume_from_checkpoint true` (or `last`) picks the newest `checkpoint-N` folder in the output directory, so
-    a killed job restarts with the same command line it was started with.
-    """
-    resume = training_args.resume_from_checkpoint
-    if resume is None or str(resume).lower() in ("false", "none", ""):
-        return None
-    if str(resume).lower() in ("true", "last"):
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        if last is None:
-            logger.warning("No checkpoint in %s to resume from; starting from scratch.", training_args.output_dir)
-        return last
-    if not Path(resume).is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder at {resume!r}")
-    return str(resume)
 
 
 def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:

@@ -1,5 +1,6 @@
 """Vision-language model loading (dtype, attention, LoRA, QLoRA) and the tiny embedded default models."""
 
+from .checkpoints import resolve_resume_checkpoint
 from .loading import (
     load_model_and_processor,
     load_processor,
@@ -28,6 +29,7 @@ __all__ = [
     "load_processor",
     "lora_config",
     "merge_lora_adapter",
+    "resolve_resume_checkpoint",
     "set_pixel_budget",
     "tiny_model_config",
     "vision_module_names",

@@ -1,0 +1,17 @@
+"""GRPO with the saliency-alignment reward.
+
+    deepspeed launch/grpo.py --config configs/grpo/tiny_cpu.yaml [--any_field value ...]
+    accelerate launch launch/grpo.py --config configs/grpo/tiny_cpu.yaml
+
+Every field of `GRPOScriptArguments`, `rl.SaliencyGRPOConfig` (TRL's GRPOConfig + saliency capture) and
+`trl.ModelConfig` can be set in the YAML recipe or overridden on the command line (`--help` lists them).
+"""
+
+from trl import ModelConfig, TrlParser
+
+from rl import GRPOScriptArguments, SaliencyGRPOConfig, run_grpo
+
+if __name__ == "__main__":
+    parser = TrlParser((GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    run_grpo(script_args, training_args, model_args)

@@ -1,0 +1,150 @@
+"""GRPO whose rewards can read the saliency map of each completion, traced from the policy's own passes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from trl import GRPOTrainer
+from trl.data_utils import apply_chat_template
+
+from rewards import SaliencyReward, energy_pointing_game, pointing_game
+from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
+
+from .grpo_config import SaliencyGRPOConfig
+
+MAP_COLUMNS = {"flow": "saliency_map", "direct": "saliency_map_direct"}
+
+
+def _image_sizes(images: Sequence[Sequence[Any]] | None, count: int) -> list[list[tuple[int, int]]] | None:
+    if images is None:
+        return None
+    return [[(image.height, image.width) for image in (images[i] or [])] for i in range(count)]
+
+
+class SaliencyGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` that hands each completion's saliency maps to the reward functions.
+
+    The maps are read from the policy's own passes by `saliency.SaliencyTracer`: during HF `generate` (no extra
+    forward) or, with vLLM or `saliency_capture="score"`, from one traced forward over prompt + completion. They
+    reach the rewards as the columns `saliency_map` (flow map) and `saliency_map_direct`, each entry a float array at
+    the image's pixel size, or None for a completion without a map (bad format, no image). Everything else is TRL's
+    GRPO, unchanged. Extra logs: `saliency/pg`, `saliency/energy_pg` (flow map, completions that have one),
+    `saliency/empty_maps` (fraction without a usable map), `saliency/tracer_time_share` (tracer seconds over step
+    seconds) and `tokens_per_second` (completion tokens generated per second of training step).
+    """
+
+    args: SaliencyGRPOConfig
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        config = self.args
+        reads_maps = any(isinstance(f, SaliencyReward) for f in self.reward_funcs)
+        self._trace = reads_maps or getattr(config, "log_saliency_metrics", False)
+        capture = getattr(config, "saliency_capture", "auto")
+        self._capture = ("score" if self.use_vllm else "generate") if capture == "auto" else capture
+        if self._capture == "generate" and self.use_vllm:
+            raise ValueError("--saliency_capture generate needs HF generate; with --use_vllm use 'score' or 'auto'")
+        self._row = getattr(config, "saliency_row", "q")
+        self._tracer: SaliencyTracer | None = None
+        self._pending: list[SaliencyMaps] | None = None
+        self._tracer_seconds = 0.0
+        self._completion_tokens = 0
+
+    @property
+    def tracer(self) -> SaliencyTracer:
+        """The tracer over the unwrapped policy (built on first use, after accelerate/DeepSpeed wrapped the model)."""
+        if self._tracer is None:
+            self._tracer = SaliencyTracer(
+                self.accelerator.unwrap_model(self.model), SpecialTokens.from_tokenizer(self._tokenizer), row=self._row
+            )
+        return self._tracer
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not (self._trace and self._capture == "generate"):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        with self.tracer.recording() as recording:
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        start = time.perf_counter()
+        self._pending = recording.maps(completion_ids, image_sizes=_image_sizes(images, len(completion_ids)))
+        self._tracer_seconds += recording.seconds + time.perf_counter() - start
+        return completion_ids, logprobs
+
+    def _score_maps(self, inputs, prompts, completion_ids_list) -> list[SaliencyMaps]:
+        """Maps from one traced forward over prompt + completion (completions from vLLM or elsewhere)."""
+        images = [x.get("images") or ([x["image"]] if x.get("image") is not None else []) for x in inputs]
+        texts = [
+            apply_chat_template({"prompt": prompt}, self.processing_class, **self.chat_template_kwargs)["prompt"]
+            for prompt in prompts
+        ]
+        batch = self.processing_class(
+            images=images, text=texts, padding=True, padding_side="left", return_tensors="pt"
+        ).to(self.accelerator.device)
+        completions = [torch.tensor(ids, dtype=torch.long) for ids in completion_ids_list]
+        completion_ids = torch.nn.utils.rnn.pad_sequence(
+            completions, batch_first=True, padding_value=self._tokenizer.pad_token_id
+        ).to(self.accelerator.device)
+        completion_mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones_like(c) for c in completions], batch_first=True
+        ).to(self.accelerator.device)
+        vision = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        return self.tracer.score(
+            batch["input_ids"], completion_ids, batch["attention_mask"], completion_mask,
+            image_sizes=_image_sizes(images, len(images)), **vision,
+        )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._completion_tokens += sum(len(ids) for ids in completion_ids_list)
+        if self._trace:
+            start = time.perf_counter()
+            maps = self._pending if self._capture == "generate" else self._score_maps(inputs, prompts, completion_ids_list)
+            self._pending = None
+            if maps is None or len(maps) != len(inputs):
+                raise RuntimeError(
+                    f"the tracer returned {0 if maps is None else len(maps)} map sets for {len(inputs)} completions"
+                )
+            for example, traced in zip(inputs, maps):
+                for kind, column in MAP_COLUMNS.items():
+                    example[column] = self._first_image_map(traced, kind)
+            self._log_map_metrics(inputs)
+            self._tracer_seconds += time.perf_counter() - start
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    @staticmethod
+    def _first_image_map(traced: SaliencyMaps, kind: str) -> np.ndarray | None:
+        maps = traced.answer_map(kind)
+        return None if not maps else maps[0].upsampled()
+
+    def _log_map_metrics(self, inputs: list[dict]) -> None:
+        mode = "train" if self.model.training else "eval"
+        pg, energy, empty = [], [], 0
+        for example in inputs:
+            scores = None
+            if example.get("saliency_map") is not None and example.get("bbox") is not None:
+                scores = energy_pointing_game(example["saliency_map"], example["bbox"])
+            if scores is None:
+                empty += 1
+                continue
+            energy.append(scores)
+            pg.append(pointing_game(example["saliency_map"], example["bbox"]))
+        metrics = self._metrics[mode]
+        metrics["saliency/empty_maps"].append(empty / max(len(inputs), 1))
+        if energy:
+            metrics["saliency/energy_pg"].append(float(np.mean(energy)))
+            metrics["saliency/pg"].append(float(np.mean([p for p in pg if p is not None])))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        step_times = metrics.get("step_time") or []
+        if step_times and mode == "train":
+            total = sum(step_times)
+            metrics["saliency/tracer_time_share"] = [self._tracer_seconds / total if total else 0.0]
+            metrics["tokens_per_second"] = [self._completion_tokens / total if total else 0.0]
+            self._tracer_seconds, self._completion_tokens = 0.0, 0
+        super().log(logs, start_time)
