@@ -36,6 +36,7 @@ from transformers import (
     PreTrainedModel,
     ProcessorMixin,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
@@ -106,7 +107,13 @@ def load_model_and_processor(
             # Gradient checkpointing is the trainer's choice (TrainingArguments.gradient_checkpointing).
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         if model_args.use_peft:
-            model = get_peft_model(model, lora_config(model_args, model, adapt_vision_tower=adapt_vision_tower))
+            # PEFT upcasts adapters to fp32 by default; under ZeRO-3 a bf16 base with fp32 adapters fails to gather
+            # (the same exception TRL's SFTTrainer makes for unquantized models).
+            model = get_peft_model(
+                model,
+                lora_config(model_args, model, adapt_vision_tower=adapt_vision_tower),
+                autocast_adapter_dtype=not (is_deepspeed_zero3_enabled() and quantization_config is None),
+            )
         model.train()
     else:
         model.eval()
