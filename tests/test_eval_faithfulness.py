@@ -1,0 +1,141 @@
+"""Deletion/insertion curves on the tiny Qwen2.5-VL: endpoints and symmetries known without any reference run."""
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import reference_completions
+from trl import ModelConfig
+
+from data_tools import generate_split
+from evaluation import ImageTokenReplacement, answer_log_prob_curves, faithfulness_curves, patch_order, prompt_inputs
+from evaluation.checkpoints import load_checkpoint
+from evaluation.evaluate import make_tracer
+from evaluation.faithfulness import auc, random_orders
+from evaluation.generation import trace_completions
+from saliency import CompletionSpans, ImageLayout, SaliencyMaps
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from vlm import build_tiny_vlm
+
+    path = build_tiny_vlm(tmp_path_factory.mktemp("faith") / "model", seed=1)
+    model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
+    rows = generate_split("eval", 2, seed=0)
+    tracer = make_tracer(model, processor, "generator")
+    traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))
+    return model, processor, rows, tracer, traced
+
+
+def _curves(setup, index, orders, steps):
+    model, processor, rows, tracer, traced = setup
+    inputs = prompt_inputs(processor, [rows[index]])
+    item = traced[index]
+    return answer_log_prob_curves(model, tracer.adapter, inputs, item.completion_ids, item.maps.spans.answer, orders, steps=steps)
+
+
+def _answer_log_prob(setup, index, image=None):
+    """Teacher-forced answer log-prob of row ``index`` (optionally with another image), with a plain forward."""
+    model, processor, rows, _, traced = setup
+    row = dict(rows[index])
+    if image is not None:
+        row["image"] = image
+    inputs = prompt_inputs(processor, [row])
+    completion = traced[index].completion_ids
+    ids = torch.cat([inputs["input_ids"], completion[None]], 1)
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    extra["mm_token_type_ids"] = torch.cat([extra["mm_token_type_ids"], torch.zeros_like(completion)[None]], 1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0].float()
+    start, end = traced[index].maps.spans.answer
+    prompt_length = inputs["input_ids"].shape[1]
+    log_probs = logits.log_softmax(-1)[prompt_length - 1 + start : prompt_length - 1 + end]
+    return float(log_probs.gather(-1, completion[start:end, None]).sum())
+
+
+def test_the_reference_completions_have_maps(setup):
+    assert all(t.maps.has_map for t in setup[4])
+
+
+def test_endpoints_are_the_unperturbed_and_the_imageless_scores(setup):
+    orders = [patch_order(setup[4][0].maps, "flow")]
+    curves = _curves(setup, 0, orders, steps=4)
+    full = _answer_log_prob(setup, 0)
+    assert curves["deletion"][0, 0] == pytest.approx(full, abs=1e-4)
+    assert curves["insertion"][0, -1] == pytest.approx(full, abs=1e-4)
+    assert curves["deletion"][0, -1] == pytest.approx(curves["insertion"][0, 0], abs=1e-4)
+    assert curves["deletion"][0, -1] != pytest.approx(full, abs=1e-3)
+
+
+def test_with_every_patch_removed_the_image_no_longer_matters(setup):
+    rows = setup[2]
+    other_image = rows[1]["image"]
+    model, processor, _, tracer, traced = setup
+    row = dict(rows[0])
+    row["image"] = other_image
+    inputs = prompt_inputs(processor, [row])
+    columns = torch.cat([image.positions for image in traced[0].maps.images])
+    swapped = answer_log_prob_curves(
+        model, tracer.adapter, inputs, traced[0].completion_ids, traced[0].maps.spans.answer, [columns], steps=2
+    )
+    original = _curves(setup, 0, [columns], steps=2)
+    assert swapped["deletion"][0, -1] == pytest.approx(original["deletion"][0, -1], abs=1e-4)
+    assert swapped["deletion"][0, 0] != pytest.approx(original["deletion"][0, 0], abs=1e-4)
+
+
+def test_deletion_in_one_order_is_insertion_in_the_reverse_order(setup):
+    order = patch_order(setup[4][0].maps, "direct")
+    assert len(order) % 4 == 0  # every step removes a whole number of patches
+    curves = _curves(setup, 0, [order, order.flip(0)], steps=4)
+    np.testing.assert_allclose(curves["deletion"][0], curves["insertion"][1][::-1], atol=1e-4)
+
+
+def test_the_hook_is_removed_on_exit_and_on_error(setup):
+    model, processor, rows, tracer, _ = setup
+    inputs = prompt_inputs(processor, rows.select([0]))
+    text_model = tracer.adapter.text_model
+    with ImageTokenReplacement(tracer.adapter, torch.zeros(1, 3, dtype=torch.bool)):
+        assert len(text_model._forward_pre_hooks) == 1
+        with pytest.raises(RuntimeError, match="inputs_embeds of shape"):
+            model(**inputs)
+    assert len(text_model._forward_pre_hooks) == 0
+
+
+def test_patch_order_ranks_by_the_answer_summed_score():
+    scores = torch.tensor([[9.0, 9.0, 9.0, 9.0], [0.0, 3.0, -1.0, 2.0], [0.0, 1.0, -1.0, -5.0]])
+    layout = ImageLayout(positions=torch.tensor([0, 1, 2, 3]), grid=(2, 2), size=(4, 4))
+    maps = SaliencyMaps(
+        torch.tensor([1, 2, 3]), CompletionSpans(thinking=(0, 1), answer=(1, 3)), [layout],
+        {"direct": scores}, {"direct": torch.ones(3, dtype=torch.bool)},
+    )
+    assert patch_order(maps, "direct").tolist() == [1, 0, 2, 3]  # sums 4, 0, -2, -3: row 0 is not in the answer
+    with pytest.raises(ValueError, match="no saliency map"):
+        patch_order(SaliencyMaps(torch.tensor([1]), None, [layout], reason="bad format"), "direct")
+
+
+def test_random_orders_are_seeded_permutations():
+    columns = torch.arange(10)
+    first, second = random_orders(columns, 2, seed=4)
+    assert sorted(first.tolist()) == list(range(10)) and not torch.equal(first, second)
+    assert all(torch.equal(a, b) for a, b in zip(random_orders(columns, 2, seed=4), [first, second]))
+
+
+def test_auc_of_known_curves():
+    fractions = np.linspace(0, 1, 5)
+    assert auc(fractions, np.full(5, -2.0)) == pytest.approx(-2.0)
+    assert auc(fractions, fractions) == pytest.approx(0.5)
+
+
+def test_faithfulness_curves_average_methods_and_the_random_baseline(setup):
+    model, processor, rows, tracer, traced = setup
+    samples = [(prompt_inputs(processor, [rows[i]]), traced[i].completion_ids, {"flow": traced[i].maps}) for i in range(2)]
+    result = faithfulness_curves(model, tracer.adapter, samples, steps=2, random_orders_per_row=2, seed=0)
+    assert set(result.curves) == {"flow", "random"} and result.n_rows == 2
+    one = _curves(setup, 0, [patch_order(traced[0].maps, "flow")], steps=2)
+    two = _curves(setup, 1, [patch_order(traced[1].maps, "flow")], steps=2)
+    np.testing.assert_allclose(result.curves["flow"]["deletion"], (one["deletion"][0] + two["deletion"][0]) / 2, atol=1e-4)
+    areas = result.aucs()
+    assert areas["flow"]["insertion_minus_deletion"] == pytest.approx(areas["flow"]["insertion"] - areas["flow"]["deletion"])
+    assert all(np.isfinite(v) for method in areas.values() for v in method.values())
+    with pytest.raises(ValueError, match="at least one row"):
+        faithfulness_curves(model, tracer.adapter, [])
