@@ -62,37 +62,42 @@ class GradientTimesActivation(Attribution):
         return [1.0]
 
     def answer_scores(self, batch: TeacherForcedBatch) -> torch.Tensor:
-        valid = batch.answer_valid
-        image_index = batch.image_index[..., None].expand(-1, -1, 1)
-        total = None
-        for alpha in tqdm(self.alphas(), desc=f"{self.kind} steps", disable=len(self.alphas()) < 8):
-            seen: dict[str, torch.Tensor] = {}
+        alphas = self.alphas()
+        total = 0
+        for alpha in tqdm(alphas, desc=f"{self.kind} steps", disable=len(alphas) < 8):
+            activations, gradients = self._image_gradients(batch, alpha)
+            total = total + gradients
+        scores = (total / len(alphas) * activations[:, None]).sum(-1)
+        return scores * batch.answer_valid[..., None] * batch.image_valid()[:, None, :]
 
-            def scaled(embeds: torch.Tensor, alpha: float = alpha) -> torch.Tensor:
-                seen["input"] = embeds.detach()
-                seen["point"] = (alpha * embeds.detach()).requires_grad_()
-                return seen["point"]
+    def _image_gradients(self, batch: TeacherForcedBatch, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image embeddings x (B, N, D) and each answer token's gradient at ``alpha * x`` (B, K, N, D)."""
+        seen: dict[str, torch.Tensor] = {}
 
-            with replaced_image_embeddings(self.adapter, batch.image_mask, scaled), torch.enable_grad():
-                log_probs = self.answer_log_probs(batch)
-                rows = []
-                for k in range(valid.shape[1]):
-                    (grad,) = torch.autograd.grad(
-                        log_probs[:, k].sum(), seen["point"], retain_graph=k + 1 < valid.shape[1]
-                    )
-                    rows.append(grad.gather(1, image_index.expand(-1, -1, grad.shape[-1])))
-            gradients = torch.stack(rows, 1)  # (B, K, N, D)
-            total = gradients if total is None else total + gradients
-        activations = seen["input"].gather(1, image_index.expand(-1, -1, seen["input"].shape[-1]))
-        scores = (total / len(self.alphas()) * activations[:, None]).sum(-1)
-        return scores * valid[..., None] * batch.image_valid()[:, None, :]
+        def scaled(embeds: torch.Tensor) -> torch.Tensor:
+            seen["input"] = embeds.detach()
+            seen["point"] = (alpha * embeds.detach()).requires_grad_()
+            return seen["point"]
+
+        with replaced_image_embeddings(self.adapter, batch.image_mask, scaled), torch.enable_grad():
+            log_probs = self.answer_log_probs(batch)
+            index = batch.image_index[..., None].expand(-1, -1, seen["input"].shape[-1])
+            rows = []
+            for k in range(log_probs.shape[1]):
+                (grad,) = torch.autograd.grad(
+                    log_probs[:, k].sum(), seen["point"], retain_graph=k + 1 < log_probs.shape[1]
+                )
+                rows.append(grad.gather(1, index))
+        return seen["input"].gather(1, index), torch.stack(rows, 1)
 
 
 class IntegratedGradients(GradientTimesActivation):
     """Integrated Gradients from the zero embedding, midpoint rule with ``steps`` points.
 
     Completeness: each answer token's scores sum to ``log p(y_k | x) - log p(y_k | x with zero image embeddings)``
-    up to the quadrature error, which shrinks as ``1 / steps**2``.
+    up to the quadrature error, which shrinks as ``1 / steps**2`` once the steps resolve the path. Pre-norm
+    decoders change abruptly near the zero embedding: ``RMSNorm(alpha x)`` goes from 0 to ``x / rms(x)`` within
+    ``alpha ~ sqrt(eps / mean(x**2))``, often below 0.05, so check completeness and raise ``steps`` when it fails.
     """
 
     kind = "integrated_gradients"
@@ -166,8 +171,7 @@ class RISE(Attribution):
             scale = torch.ones(batch.image_mask.shape, device=device)
             for b, count in enumerate(batch.image_counts):
                 scale[b, batch.image_index[b, :count]] = keep[b, :count]
-            with replaced_image_embeddings(self.adapter, batch.image_mask, lambda e: e * scale[..., None].to(e.dtype)):
-                probs = self.answer_log_probs(batch).exp() * batch.answer_valid
+            probs = self._masked_probabilities(batch, scale)
             weighted += probs[..., None] * keep[:, None, :]
             kept += keep
         unseen = batch.image_valid() & (kept == 0)
@@ -176,3 +180,8 @@ class RISE(Attribution):
                 f"{int(unseen.sum())} image positions were masked out by all {self.num_masks} masks; raise num_masks"
             )
         return weighted / kept.clamp_min(torch.finfo(kept.dtype).tiny)[:, None, :]
+
+    def _masked_probabilities(self, batch: TeacherForcedBatch, scale: torch.Tensor) -> torch.Tensor:
+        """(B, K) answer-token probabilities with the image embeddings multiplied by ``scale`` (B, L)."""
+        with replaced_image_embeddings(self.adapter, batch.image_mask, lambda e: e * scale[..., None].to(e.dtype)):
+            return self.answer_log_probs(batch).exp() * batch.answer_valid
