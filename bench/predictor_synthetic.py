@@ -41,15 +41,24 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(bench: BenchArguments, model_args: PredictorModelConfig, data_args: PredictorDataConfig,
-         training_args: PredictorTrainingConfig) -> dict:
+def main(
+    bench: BenchArguments,
+    model_args: PredictorModelConfig,
+    data_args: PredictorDataConfig,
+    training_args: PredictorTrainingConfig,
+) -> dict:
     root = Path(bench.bench_dir)
     data_dir = root / f"data_{bench.score_source}"
     train = build_synthetic_fixation_set(data_dir, "train", bench.num_train, bench.data_seed, bench.score_source)
     evals = build_synthetic_fixation_set(data_dir, "eval", bench.num_eval, bench.data_seed, bench.score_source)
     data_args = replace(
-        data_args, fixation_format="air", images_dir=str(train[1]), train_fixations=str(train[0]),
-        train_proposals=str(train[2]), eval_fixations=str(evals[0]), eval_proposals=str(evals[2]),
+        data_args,
+        fixation_format="air",
+        images_dir=str(train[1]),
+        train_fixations=str(train[0]),
+        train_proposals=str(train[2]),
+        eval_fixations=str(evals[0]),
+        eval_proposals=str(evals[2]),
     )
     results: dict = {"score_source": bench.score_source, "num_train": bench.num_train, "num_eval": bench.num_eval}
     for name, use_proposals in (("proposals", True), ("proposals_off", False)):
@@ -59,8 +68,14 @@ def main(bench: BenchArguments, model_args: PredictorModelConfig, data_args: Pre
         trainer = PredictorTrainer(cfg, args, build_dataset(data_args, "train", use_proposals))
         losses = trainer.train()
         train_seconds = time.time() - start
-        report, _ = evaluation_report(trainer.model, build_dataset(data_args, "eval", use_proposals), args.topk,
-                                      batch_size=args.batch_size, device=args.device, seed=args.seed)
+        report, _ = evaluation_report(
+            trainer.model,
+            build_dataset(data_args, "eval", use_proposals),
+            args.topk,
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+        )
         results[name] = {**report, "train_seconds": train_seconds, "losses": losses}
     rows = {
         "predictor (scene proposals)": results["proposals"]["model"],
@@ -69,8 +84,11 @@ def main(bench: BenchArguments, model_args: PredictorModelConfig, data_args: Pre
     }
     ours = rows["predictor (scene proposals)"]
     results["beats_baselines_on"] = {
-        m: all((ours[m] < other[m]) if m in LOWER_IS_BETTER else (ours[m] > other[m])
-               for key, other in rows.items() if key != "predictor (scene proposals)")
+        m: all(
+            (ours[m] < other[m]) if m in LOWER_IS_BETTER else (ours[m] > other[m])
+            for key, other in rows.items()
+            if key != "predictor (scene proposals)"
+        )
         for m in METRICS
     }
     results["table"] = _table(rows)

@@ -32,8 +32,13 @@ def main(eval_args: EvalArguments, data_args: PredictorDataConfig, training_args
     model, meta = load_predictor(eval_args.checkpoint, training_args.device)
     dataset = build_dataset(data_args, "eval", model.config.use_proposals)
     report, predictions = evaluation_report(
-        model, dataset, training_args.topk, eval_args.deletion_steps, training_args.batch_size,
-        training_args.device, training_args.seed,
+        model,
+        dataset,
+        training_args.topk,
+        eval_args.deletion_steps,
+        training_args.batch_size,
+        training_args.device,
+        training_args.seed,
     )
     report["checkpoint"] = {"path": eval_args.checkpoint, "epoch": meta["epoch"]}
     out = Path(eval_args.report_dir or Path(eval_args.checkpoint).parent)

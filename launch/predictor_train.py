@@ -24,8 +24,12 @@ def main(model_args: PredictorModelConfig, data_args: PredictorDataConfig, train
     if data_args.eval_fixations:
         eval_dataset = build_dataset(data_args, "eval", model_args.use_proposals)
         report, predictions = evaluation_report(
-            trainer.model, eval_dataset, training_args.topk, batch_size=training_args.batch_size,
-            device=training_args.device, seed=training_args.seed,
+            trainer.model,
+            eval_dataset,
+            training_args.topk,
+            batch_size=training_args.batch_size,
+            device=training_args.device,
+            seed=training_args.seed,
         )
         out = Path(training_args.output_dir)
         (out / "eval_report.json").write_text(json.dumps(report, indent=2))

@@ -47,8 +47,10 @@ class PredictorDataConfig:
     images_dir: str | None = field(default=None, metadata={"help": "Folder holding the stimuli images."})
     fixation_maps_dir: str | None = field(
         default=None,
-        metadata={"help": "Optional folder of fixation-map PNGs named after the images (SALICON 'maps/'); "
-                  "otherwise density maps are built by blurring the fixations."},
+        metadata={
+            "help": "Optional folder of fixation-map PNGs named after the images (SALICON 'maps/'); "
+            "otherwise density maps are built by blurring the fixations."
+        },
     )
     train_proposals: str | None = field(
         default=None, metadata={"help": "Exported proposals JSONL for the training images."}

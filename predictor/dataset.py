@@ -90,9 +90,9 @@ class FixationDataset(torch.utils.data.Dataset):
             if im.size != (r.width, r.height):
                 raise ValueError(f"record {r.key!r}: image {r.image_path} is {im.size}, expected {r.width}x{r.height}")
             image = torch.from_numpy(np.asarray(im.convert("RGB").resize((s, s), Image.BILINEAR), dtype=np.float32))
-        image = (image.permute(2, 0, 1) / 255.0 - torch.tensor(IMAGE_MEAN)[:, None, None]) / torch.tensor(
-            IMAGE_STD
-        )[:, None, None]
+        image = (image.permute(2, 0, 1) / 255.0 - torch.tensor(IMAGE_MEAN)[:, None, None]) / torch.tensor(IMAGE_STD)[
+            :, None, None
+        ]
         order = self.proposal_order(index)
         masks = torch.zeros((len(order), s, s))
         scores = torch.zeros(len(order))
@@ -151,7 +151,10 @@ def build_dataset(data_config: PredictorDataConfig, split: str, use_proposals: b
     if use_proposals and proposals is None:
         raise ValueError(f"--{split}_proposals is required unless --use_proposals false")
     records = read_fixations(
-        data_config.fixation_format, fixations, data_config.images_dir, data_config.on_out_of_bounds,
+        data_config.fixation_format,
+        fixations,
+        data_config.images_dir,
+        data_config.on_out_of_bounds,
         data_config.fixation_maps_dir,
     )
     export = read_export(proposals) if use_proposals else None

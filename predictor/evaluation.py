@@ -61,8 +61,9 @@ def predict(
         for row, (key, i, order) in enumerate(zip(batch["keys"], batch["indices"], orders)):
             kept = result.kept[row].tolist()
             pairs = [(order[s], w) for s, w in zip(kept, result.weights[row].tolist()) if s >= 0]
-            out.append(Prediction(key, i, result.saliency[row].cpu().numpy(), [j for j, _ in pairs],
-                                  [w for _, w in pairs]))
+            out.append(
+                Prediction(key, i, result.saliency[row].cpu().numpy(), [j for j, _ in pairs], [w for _, w in pairs])
+            )
     return out
 
 
@@ -117,8 +118,9 @@ def score_maps(
             "NSS": float(nss(pred, fix)),
             "SIM": float(sim(pred, density)),
             "AUC_Judd": auc_judd(pred, fix, seed=seed + i),
-            "sAUC": auc_shuffled(pred, fix, _other_fixations(dataset, i, rng, sauc_other_images),
-                                 n_splits=sauc_splits, seed=seed + i),
+            "sAUC": auc_shuffled(
+                pred, fix, _other_fixations(dataset, i, rng, sauc_other_images), n_splits=sauc_splits, seed=seed + i
+            ),
         }
         for name, value in values.items():
             totals[name] += value
@@ -129,7 +131,12 @@ def explain(prediction: Prediction, export: dict) -> list[dict]:
     """The kept proposals of ``prediction`` with their weights, phrases and reasons, highest weight first."""
     record = export[prediction.key]
     return [
-        {"proposal": j, "weight": w, "phrase": record.proposals[j].phrase, "reason": record.proposals[j].reason,
-         "box": list(record.proposals[j].box)}
+        {
+            "proposal": j,
+            "weight": w,
+            "phrase": record.proposals[j].phrase,
+            "reason": record.proposals[j].reason,
+            "box": list(record.proposals[j].box),
+        }
         for j, w in zip(prediction.kept, prediction.weights)
     ]

@@ -57,15 +57,16 @@ def _numbers(value: object, where: str) -> list[float]:
 
 def _field(record: dict, name: str, where: str) -> object:
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise TypeError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if name not in record:
         raise ValueError(f"{where}: missing field {name!r}")
     return record[name]
 
 
 def _xy(record: dict, where: str) -> np.ndarray:
-    xs, ys = _numbers(_field(record, "X", where), f"{where} field 'X'"), _numbers(
-        _field(record, "Y", where), f"{where} field 'Y'"
+    xs, ys = (
+        _numbers(_field(record, "X", where), f"{where} field 'X'"),
+        _numbers(_field(record, "Y", where), f"{where} field 'Y'"),
     )
     if len(xs) != len(ys):
         raise ValueError(f"{where}: fields 'X' and 'Y' have different lengths ({len(xs)} vs {len(ys)})")
@@ -131,7 +132,9 @@ def _report_dropped(dropped: dict[str, int]) -> None:
 
         logging.getLogger(__name__).warning(
             "dropped %d out-of-image fixations in %d records (e.g. %s)",
-            sum(dropped.values()), len(dropped), next(iter(dropped)),
+            sum(dropped.values()),
+            len(dropped),
+            next(iter(dropped)),
         )
 
 
@@ -143,7 +146,7 @@ def read_air_fixations(
     path, images_dir = Path(path), Path(images_dir)
     data = _load_json(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of per-subject records")
+        raise TypeError(f"{path}: expected a JSON list of per-subject records")
     groups: dict[str, dict] = {}
     for i, rec in enumerate(data):
         where = f"{path} record {i}"
@@ -151,16 +154,25 @@ def read_air_fixations(
         image_id = _field(rec, "image_id", where)
         if not isinstance(image_id, str) or not image_id:
             raise ValueError(f"{where} field 'image_id': expected a file name, got {image_id!r}")
-        size = (_positive_int(_field(rec, "width", where), f"{where} field 'width'"),
-                _positive_int(_field(rec, "height", where), f"{where} field 'height'"))
+        size = (
+            _positive_int(_field(rec, "width", where), f"{where} field 'width'"),
+            _positive_int(_field(rec, "height", where), f"{where} field 'height'"),
+        )
         group = groups.setdefault(qid, {"image_id": image_id, "size": size, "points": []})
         if (group["image_id"], group["size"]) != (image_id, size):
             raise ValueError(f"{where}: question {qid!r} has records for two images or sizes")
         group["points"].append(_xy(rec, where))
     dropped: dict[str, int] = {}
     records = [
-        _finish(qid, images_dir / g["image_id"], *g["size"], g["points"], on_out_of_bounds,
-                _map_path(maps_dir, Path(g["image_id"]).stem), dropped)
+        _finish(
+            qid,
+            images_dir / g["image_id"],
+            *g["size"],
+            g["points"],
+            on_out_of_bounds,
+            _map_path(maps_dir, Path(g["image_id"]).stem),
+            dropped,
+        )
         for qid, g in groups.items()
     ]
     _report_dropped(dropped)
@@ -175,7 +187,7 @@ def read_osie_fixations(
     path, images_dir = Path(path), Path(images_dir)
     data = _load_json(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of per-subject records")
+        raise TypeError(f"{path}: expected a JSON list of per-subject records")
     groups: dict[str, list[np.ndarray]] = defaultdict(list)
     for i, rec in enumerate(data):
         where = f"{path} record {i}"
@@ -192,8 +204,9 @@ def read_osie_fixations(
         with Image.open(image_path) as im:
             width, height = im.size
         stem = Path(name).stem
-        records.append(_finish(stem, image_path, width, height, points, on_out_of_bounds,
-                               _map_path(maps_dir, stem), dropped))
+        records.append(
+            _finish(stem, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, stem), dropped)
+        )
     _report_dropped(dropped)
     return records
 
@@ -226,8 +239,18 @@ def _salicon_json(path: Path, images_dir: Path, on_out_of_bounds: str, maps_dir)
     records = []
     for image_id, (file_name, width, height) in images.items():
         stem = Path(file_name).stem
-        records.append(_finish(stem, images_dir / file_name, width, height, points.get(image_id, []),
-                               on_out_of_bounds, _map_path(maps_dir, stem), dropped))
+        records.append(
+            _finish(
+                stem,
+                images_dir / file_name,
+                width,
+                height,
+                points.get(image_id, []),
+                on_out_of_bounds,
+                _map_path(maps_dir, stem),
+                dropped,
+            )
+        )
     _report_dropped(dropped)
     return records
 
@@ -258,8 +281,9 @@ def _salicon_mat(folder: Path, images_dir: Path, on_out_of_bounds: str, maps_dir
                 raise ValueError(f"{file}: gaze[{s}] field 'fixations' has non-finite values")
             points.append(xy - 0.5)  # MATLAB 1-based (x, y) -> pixel centre
         image_path = images_dir / f"{stem}.jpg"
-        records.append(_finish(stem, image_path, width, height, points, on_out_of_bounds,
-                               _map_path(maps_dir, stem), dropped))
+        records.append(
+            _finish(stem, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, stem), dropped)
+        )
     _report_dropped(dropped)
     return records
 

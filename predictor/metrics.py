@@ -23,6 +23,7 @@ import torch
 
 MATLAB_EPS = float(np.finfo(np.float64).eps)
 
+
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
@@ -119,9 +120,7 @@ def _binary_2d(fixations: np.ndarray, prediction: np.ndarray, name: str) -> np.n
     return fixated
 
 
-def auc_judd(
-    prediction: np.ndarray, fixations: np.ndarray, jitter: bool = True, seed: int = 0
-) -> float:
+def auc_judd(prediction: np.ndarray, fixations: np.ndarray, jitter: bool = True, seed: int = 0) -> float:
     """AUC-Judd: ROC area where every fixated pixel's saliency is a threshold.
 
     True-positive rate at threshold ``t``: fraction of fixated pixels with saliency >= ``t``;

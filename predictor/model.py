@@ -57,8 +57,10 @@ class ExplainableSaliencyPredictor(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(config.refine_dim, 1, 3, padding=1),
         )
-        self.priority = nn.Conv2d(d + int(config.use_proposal_scores), 1, 1)
-        self.decoder = nn.Conv2d(2 * d, 1, 1)
+        # With scores on, a prototype carries its proposal's exported score as one more channel.
+        self.prototype_dim = d + int(config.use_proposal_scores)
+        self.priority = nn.Conv2d(self.prototype_dim, 1, 1)
+        self.decoder = nn.Conv2d(d + self.prototype_dim, 1, 1)
 
     def forward(
         self,
@@ -85,7 +87,7 @@ class ExplainableSaliencyPredictor(nn.Module):
         p = masks.shape[1]
         k = min(topk, p)
         if not self.config.use_proposals or k == 0:
-            combined = torch.zeros_like(feats)
+            combined = feats.new_zeros((b, self.prototype_dim, fh, fw))
             scores = feats.new_full((b, p), float("-inf"))
             kept = torch.full((b, 0), -1, dtype=torch.long, device=feats.device)
             weights = feats.new_zeros((b, 0))
@@ -97,7 +99,10 @@ class ExplainableSaliencyPredictor(nn.Module):
             prototypes = masked.sum((2, 3)) / refined.sum((2, 3)).clamp_min(1e-6)  # (B*P, D)
             head_in = masked
             if self.config.use_proposal_scores:
-                head_in = torch.cat([masked, refined * proposal_scores.reshape(b * p, 1, 1, 1)], dim=1)
+                prototypes = torch.cat([prototypes, proposal_scores.reshape(b * p, 1)], dim=1)
+                # A constant plane, so the score's pull does not shrink with the object's area.
+                plane = proposal_scores.reshape(b * p, 1, 1, 1).expand(b * p, 1, fh, fw)
+                head_in = torch.cat([masked, plane], dim=1)
             scores = self.priority(head_in).mean((2, 3)).reshape(b, p)
             scores = scores.masked_fill(~valid, float("-inf"))
             top_scores, kept = scores.topk(k, dim=1)
@@ -105,8 +110,9 @@ class ExplainableSaliencyPredictor(nn.Module):
             missing = torch.isinf(top_scores)
             weights = torch.softmax(top_scores.masked_fill(missing, -1e9), dim=1).masked_fill(missing, 0.0)
             kept = kept.masked_fill(missing, -1)
-            painted = (refined * prototypes[:, :, None, None]).reshape(b, p, d, fh, fw)
-            gather = kept.clamp_min(0)[:, :, None, None, None].expand(b, k, d, fh, fw)
+            pd = self.prototype_dim
+            painted = (refined * prototypes[:, :, None, None]).reshape(b, p, pd, fh, fw)
+            gather = kept.clamp_min(0)[:, :, None, None, None].expand(b, k, pd, fh, fw)
             combined = (torch.gather(painted, 1, gather) * weights[:, :, None, None, None]).sum(1)
         logits = self.decoder(torch.cat([feats, combined], dim=1))
         saliency = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False))

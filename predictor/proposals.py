@@ -54,13 +54,13 @@ def _require(obj: dict, name: str, kind: type | tuple[type, ...], where: str):
         raise ValueError(f"{where}: missing field {name!r}")
     value = obj[name]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{where} field {name!r}: expected {getattr(kind, '__name__', kind)}, got {value!r:.80}")
+        raise TypeError(f"{where} field {name!r}: expected {getattr(kind, '__name__', kind)}, got {value!r:.80}")
     return value
 
 
 def _parse_proposal(obj: object, base: Path, where: str) -> Proposal:
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object")
+        raise TypeError(f"{where}: expected a JSON object")
     box = _require(obj, "box", list, where)
     if len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
         raise ValueError(f"{where} field 'box': expected [x1, y1, x2, y2], got {box!r}")
@@ -99,7 +99,7 @@ def read_export(path: str | Path) -> dict[str, ExportRecord]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
             if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected a JSON object")
+                raise TypeError(f"{where}: expected a JSON object")
             image_id = _require(obj, "image_id", str, where)
             if image_id in records:
                 raise ValueError(f"{where}: duplicate image_id {image_id!r}")

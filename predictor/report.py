@@ -34,8 +34,9 @@ def evaluation_report(
         "num_images": len(dataset),
         "topk": topk,
         "model": score_maps(dataset, [p.saliency for p in predictions], sauc_splits, seed=seed, progress=progress),
-        "centre_bias": score_maps(dataset, [centre_bias_map(size, size)] * len(dataset), sauc_splits, seed=seed,
-                                  progress=progress),
+        "centre_bias": score_maps(
+            dataset, [centre_bias_map(size, size)] * len(dataset), sauc_splits, seed=seed, progress=progress
+        ),
     }
     if model.config.use_proposals and dataset.export is not None:
         steps = deletion_steps or topk
@@ -51,5 +52,6 @@ def write_explanations(predictions: list[Prediction], dataset: FixationDataset, 
     if dataset.export is None:
         raise ValueError("write_explanations needs a dataset with exported proposals")
     with open(path, "w") as f:
-        for p in predictions:
-            f.write(json.dumps({"image_id": p.key, "selected": explain(p, dataset.export)}) + "\n")
+        f.writelines(
+            json.dumps({"image_id": p.key, "selected": explain(p, dataset.export)}) + "\n" for p in predictions
+        )

@@ -51,8 +51,9 @@ def mentions(text: str, shape: str, color: str) -> bool:
     )
 
 
-def _sample_fixations(rng: np.random.Generator, boxes: list[list[float]], w: int, h: int,
-                      sim: FixationSimulation) -> tuple[list[float], list[float]]:
+def _sample_fixations(
+    rng: np.random.Generator, boxes: list[list[float]], w: int, h: int, sim: FixationSimulation
+) -> tuple[list[float], list[float]]:
     n = sim.fixations_per_subject
     kind = rng.choice(3, size=n, p=[sim.p_target, sim.p_centre, 1 - sim.p_target - sim.p_centre])
     xs, ys = np.empty(n), np.empty(n)
@@ -99,11 +100,20 @@ def build_synthetic_fixation_set(
         ex.image.save(image_path)
         for subject in range(simulation.subjects):
             xs, ys = _sample_fixations(rng, ex.bbox, w, h, simulation)
-            fixation_rows.append({
-                "question_id": ex.question_id, "image_id": image_path.name, "question": ex.problem,
-                "subject": f"s{subject:02d}", "width": w, "height": h, "X": xs, "Y": ys,
-                "length": len(xs), "split": split,
-            })
+            fixation_rows.append(
+                {
+                    "question_id": ex.question_id,
+                    "image_id": image_path.name,
+                    "question": ex.problem,
+                    "subject": f"s{subject:02d}",
+                    "width": w,
+                    "height": h,
+                    "X": xs,
+                    "Y": ys,
+                    "length": len(xs),
+                    "split": split,
+                }
+            )
         text = ex.problem if score_source == "question" else ex.reasoning
         proposals = []
         for j, obj in enumerate(ex.objects):
@@ -112,13 +122,15 @@ def build_synthetic_fixation_set(
             mask_path = masks_dir / f"{ex.question_id}_{j}.png"
             mask.save(mask_path)
             x0, y0, x1, y1 = obj.box_px
-            proposals.append(Proposal(
-                phrase=f"{obj.color} {obj.shape}",
-                reason=f"the {obj.color} {obj.shape} at the {location_phrase(*obj.centre, w, h)} of the scene",
-                mask_path=mask_path,
-                box=(x0 / w, y0 / h, x1 / w, y1 / h),
-                score=float(mentions(text, obj.shape, obj.color)),
-            ))
+            proposals.append(
+                Proposal(
+                    phrase=f"{obj.color} {obj.shape}",
+                    reason=f"the {obj.color} {obj.shape} at the {location_phrase(*obj.centre, w, h)} of the scene",
+                    mask_path=mask_path,
+                    box=(x0 / w, y0 / h, x1 / w, y1 / h),
+                    score=float(mentions(text, obj.shape, obj.color)),
+                )
+            )
         export.append(ExportRecord(ex.question_id, image_path, w, h, ex.reasoning, ex.solution, proposals))
     fixations_json = out_dir / f"AiR_fixations_{split}.json"
     fixations_json.write_text(json.dumps(fixation_rows))
@@ -136,8 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_train", type=int, default=300, help="Questions in the 'train' split.")
     parser.add_argument("--num_eval", type=int, default=100, help="Questions in the 'eval' split.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of scenes and fixations.")
-    parser.add_argument("--score_source", choices=SCORE_SOURCES, default="question",
-                        help="Text whose mentions set each scene proposal's score.")
+    parser.add_argument(
+        "--score_source",
+        choices=SCORE_SOURCES,
+        default="question",
+        help="Text whose mentions set each scene proposal's score.",
+    )
     args = parser.parse_args(argv)
     for split, n in (("train", args.num_train), ("eval", args.num_eval)):
         paths = build_synthetic_fixation_set(args.out_dir, split, n, args.seed, args.score_source)

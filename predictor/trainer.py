@@ -30,7 +30,9 @@ def topk_for_epoch(epoch: int, config: PredictorTrainingConfig) -> int:
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The checkpoint with the highest epoch in ``output_dir``, or None."""
-    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-epoch*.pt") if (m := _CHECKPOINT.search(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-epoch*.pt") if (m := _CHECKPOINT.search(p.name))
+    ]
     return max(found)[1] if found else None
 
 
@@ -111,18 +113,29 @@ class PredictorTrainer:
             k = topk_for_epoch(epoch, self.args)
             generator = torch.Generator().manual_seed(self.args.seed + epoch)  # same order after a resume
             loader = torch.utils.data.DataLoader(
-                self.train_dataset, batch_size=self.args.batch_size, shuffle=True, generator=generator,
-                collate_fn=collate, num_workers=self.args.num_workers,
+                self.train_dataset,
+                batch_size=self.args.batch_size,
+                shuffle=True,
+                generator=generator,
+                collate_fn=collate,
+                num_workers=self.args.num_workers,
             )
             self.model.train()
             total, n = 0.0, 0
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.args.num_epochs} (k={k})", leave=False)
             for batch in bar:
                 dev = self.args.device
-                out = self.model(batch["images"].to(dev), batch["masks"].to(dev), batch["valid"].to(dev),
-                                 batch["scores"].to(dev), k)
-                loss = saliency_loss(out.saliency, batch["density"].to(dev), batch["fixations"].to(dev),
-                                     self.args.nss_weight, self.args.kl_weight, self.args.cc_weight)
+                out = self.model(
+                    batch["images"].to(dev), batch["masks"].to(dev), batch["valid"].to(dev), batch["scores"].to(dev), k
+                )
+                loss = saliency_loss(
+                    out.saliency,
+                    batch["density"].to(dev),
+                    batch["fixations"].to(dev),
+                    self.args.nss_weight,
+                    self.args.kl_weight,
+                    self.args.cc_weight,
+                )
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"epoch {epoch + 1}: the loss became {loss.item()}")
                 self.optimizer.zero_grad(set_to_none=True)

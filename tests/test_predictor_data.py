@@ -23,12 +23,41 @@ from predictor import (
 
 def _air_rows():
     return [
-        {"question_id": "q1", "image_id": "a.jpg", "subject": "s1", "width": 40, "height": 30, "X": [1.5, 10.0],
-         "Y": [2.5, 20.0], "T_start": [0, 100], "T_end": [90, 300], "length": 2, "split": "train"},
-        {"question_id": "q1", "image_id": "a.jpg", "subject": "s2", "width": 40, "height": 30, "X": [39.0],
-         "Y": [29.0], "length": 1, "split": "train"},
-        {"question_id": "q2", "image_id": "a.jpg", "subject": "s1", "width": 40, "height": 30, "X": [5.0],
-         "Y": [5.0], "length": 1, "split": "train"},
+        {
+            "question_id": "q1",
+            "image_id": "a.jpg",
+            "subject": "s1",
+            "width": 40,
+            "height": 30,
+            "X": [1.5, 10.0],
+            "Y": [2.5, 20.0],
+            "T_start": [0, 100],
+            "T_end": [90, 300],
+            "length": 2,
+            "split": "train",
+        },
+        {
+            "question_id": "q1",
+            "image_id": "a.jpg",
+            "subject": "s2",
+            "width": 40,
+            "height": 30,
+            "X": [39.0],
+            "Y": [29.0],
+            "length": 1,
+            "split": "train",
+        },
+        {
+            "question_id": "q2",
+            "image_id": "a.jpg",
+            "subject": "s1",
+            "width": 40,
+            "height": 30,
+            "X": [5.0],
+            "Y": [5.0],
+            "length": 1,
+            "split": "train",
+        },
     ]
 
 
@@ -69,8 +98,10 @@ def test_out_of_image_fixations_error_or_drop(tmp_path):
 
 def test_osie_reader_reads_size_from_the_stimulus(tmp_path):
     Image.new("RGB", (80, 60)).save(tmp_path / "1001.jpg")
-    rows = [{"name": "1001.jpg", "subject": 1, "X": [10, 20], "Y": [5, 6], "T": [200, 300], "length": 2},
-            {"name": "1001.jpg", "subject": 2, "X": [70], "Y": [50], "T": [250], "length": 1}]
+    rows = [
+        {"name": "1001.jpg", "subject": 1, "X": [10, 20], "Y": [5, 6], "T": [200, 300], "length": 2},
+        {"name": "1001.jpg", "subject": 2, "X": [70], "Y": [50], "T": [250], "length": 1},
+    ]
     path = tmp_path / "osie_fixations_train.json"
     path.write_text(json.dumps(rows))
     (rec,) = read_osie_fixations(path, tmp_path)
@@ -85,8 +116,10 @@ def test_osie_reader_reads_size_from_the_stimulus(tmp_path):
 def test_salicon_json_fixations_are_one_based_row_col(tmp_path):
     data = {
         "images": [{"id": 7, "file_name": "COCO_val2014_000000000007.jpg", "width": 6, "height": 4}],
-        "annotations": [{"image_id": 7, "worker_id": 1, "fixations": [[1, 1], [4, 6]]},
-                        {"image_id": 7, "worker_id": 2, "fixations": [[2, 3]]}],
+        "annotations": [
+            {"image_id": 7, "worker_id": 1, "fixations": [[1, 1], [4, 6]]},
+            {"image_id": 7, "worker_id": 2, "fixations": [[2, 3]]},
+        ],
     }
     path = tmp_path / "fixations_val2014.json"
     path.write_text(json.dumps(data))
@@ -102,8 +135,10 @@ def test_salicon_mat_folder_and_fixation_maps(tmp_path):
     gaze[0, 0] = (np.array([[1, 1]]), np.array([[0]]), np.array([[3, 2], [6, 4]]))  # MATLAB [x, y], 1-based
     gaze[1, 0] = (np.array([[1, 1]]), np.array([[0]]), np.array([[1, 1]]))
     (tmp_path / "fix").mkdir()
-    savemat(tmp_path / "fix" / "COCO_train2014_000000000009.mat",
-            {"image": "COCO_train2014_000000000009", "resolution": np.array([[4, 6]]), "gaze": gaze})
+    savemat(
+        tmp_path / "fix" / "COCO_train2014_000000000009.mat",
+        {"image": "COCO_train2014_000000000009", "resolution": np.array([[4, 6]]), "gaze": gaze},
+    )
     (tmp_path / "maps").mkdir()
     Image.fromarray(np.full((4, 6), 128, dtype=np.uint8)).save(tmp_path / "maps" / "COCO_train2014_000000000009.png")
     (rec,) = read_salicon_fixations(tmp_path / "fix", tmp_path, maps_dir=tmp_path / "maps")
@@ -126,7 +161,7 @@ def _write_export(tmp_path, boxes=((0.0, 0.0, 0.5, 0.5),)):
     props = []
     for j, box in enumerate(boxes):
         mask = np.zeros((30, 40), dtype=np.uint8)
-        mask[: 15, : 20] = 255
+        mask[:15, :20] = 255
         Image.fromarray(mask).save(tmp_path / f"m{j}.png")
         props.append(Proposal(f"thing {j}", f"because {j}", tmp_path / f"m{j}.png", box, 0.5 + 0.1 * j))
     path = tmp_path / "export.jsonl"

@@ -82,8 +82,12 @@ def test_auc_shuffled_samples_at_most_as_many_negatives_as_fixations():
 
 
 def test_constant_prediction_is_rejected_not_nan():
-    for fn in (lambda p: cc(p, RAMP), lambda p: nss(p, RAMP > 2), lambda p: sim(p, RAMP),
-               lambda p: auc_judd(p, RAMP > 2, jitter=False)):
+    for fn in (
+        lambda p: cc(p, RAMP),
+        lambda p: nss(p, RAMP > 2),
+        lambda p: sim(p, RAMP),
+        lambda p: auc_judd(p, RAMP > 2, jitter=False),
+    ):
         with pytest.raises(ValueError, match="constant"):
             fn(np.ones((2, 2)))
     with pytest.raises(ValueError, match="shape"):

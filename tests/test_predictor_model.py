@@ -25,8 +25,13 @@ def test_backbone_state_dict_matches_torchvision_resnet18_naming():
     # torchvision resnet18: 122 state_dict entries, of which fc.weight and fc.bias are the classifier.
     keys = DilatedResNet("resnet18", width=64).state_dict().keys()
     assert len(keys) == 120
-    for key in ("conv1.weight", "bn1.num_batches_tracked", "layer1.1.bn2.running_var",
-                "layer2.0.downsample.0.weight", "layer4.1.conv2.weight"):
+    for key in (
+        "conv1.weight",
+        "bn1.num_batches_tracked",
+        "layer1.1.bn2.running_var",
+        "layer2.0.downsample.0.weight",
+        "layer4.1.conv2.weight",
+    ):
         assert key in keys
     assert "layer1.0.downsample.0.weight" not in keys
     r50 = DilatedResNet("resnet50", width=64).state_dict()
@@ -82,8 +87,9 @@ def test_removed_proposals_cannot_change_the_map():
 
 
 def test_proposals_off_ignores_proposals():
-    model = ExplainableSaliencyPredictor(PredictorModelConfig(backbone_width=4, feature_dim=8, refine_dim=4,
-                                                              use_proposals=False)).eval()
+    model = ExplainableSaliencyPredictor(
+        PredictorModelConfig(backbone_width=4, feature_dim=8, refine_dim=4, use_proposals=False)
+    ).eval()
     images, masks, valid, scores = _inputs()
     a = model(images, masks, valid, scores, topk=3)
     b = model(images, torch.rand_like(masks), valid, torch.rand_like(scores), topk=3)
@@ -91,7 +97,7 @@ def test_proposals_off_ignores_proposals():
 
 
 def test_prioritisation_head_ranks_by_exported_score_when_wired_to_it():
-    # Head reads only the score plane: score_i = mean(refined_i * s_i); equal masks -> order of s_i.
+    # Head reads only the constant score plane, so score_i = s_i and the kept order is that of s_i.
     model = ExplainableSaliencyPredictor(TINY).eval()
     with torch.no_grad():
         model.priority.weight.zero_()

@@ -67,11 +67,18 @@ def test_synthetic_set_is_read_by_the_air_and_export_readers(synthetic):
 def test_training_lowers_the_loss_and_resume_continues(synthetic, tmp_path):
     fixations, images, proposals = synthetic
     ds = FixationDataset(read_air_fixations(fixations, images), read_export(proposals), image_size=48)
-    args = PredictorTrainingConfig(output_dir=str(tmp_path), num_epochs=6, batch_size=4, learning_rate=3e-3,
-                                   topk=2, topk_start=4, topk_anneal_epochs=2)
+    args = PredictorTrainingConfig(
+        output_dir=str(tmp_path),
+        num_epochs=6,
+        batch_size=4,
+        learning_rate=3e-3,
+        topk=2,
+        topk_start=4,
+        topk_anneal_epochs=2,
+    )
     losses = PredictorTrainer(TINY, args, ds).train()
     assert len(losses) == 6 and all(np.isfinite(losses)) and losses[-1] < losses[0]
-    assert sorted(p.name for p in tmp_path.glob("*.pt"))[-1] == "checkpoint-epoch6.pt"
+    assert max(p.name for p in tmp_path.glob("*.pt")) == "checkpoint-epoch6.pt"
 
     resumed = PredictorTrainer(TINY, replace(args, num_epochs=7, resume_from="latest"), ds)
     assert len(resumed.train()) == 1 and resumed.epoch == 7
@@ -90,21 +97,36 @@ def _quadrant_set(tmp_path, n_images=4):
     props = []
     for name, (x, y, score) in quads.items():
         mask = np.zeros((32, 32), dtype=np.uint8)
-        mask[y: y + 16, x: x + 16] = 255
+        mask[y : y + 16, x : x + 16] = 255
         Image.fromarray(mask).save(tmp_path / f"{name}.png")
-        props.append(Proposal(name, f"reason {name}", tmp_path / f"{name}.png",
-                              (x / 32, y / 32, (x + 16) / 32, (y + 16) / 32), score))
-    write_export([ExportRecord(f"q{i}", tmp_path / "img.png", 32, 32, "", "", props) for i in range(n_images)],
-                 tmp_path / "export.jsonl")
-    rows = [{"question_id": f"q{i}", "image_id": "img.png", "width": 32, "height": 32,
-             "X": [4.0, 8.0, 12.0], "Y": [4.0, 10.0, 6.0]} for i in range(n_images)]
+        props.append(
+            Proposal(
+                name, f"reason {name}", tmp_path / f"{name}.png", (x / 32, y / 32, (x + 16) / 32, (y + 16) / 32), score
+            )
+        )
+    write_export(
+        [ExportRecord(f"q{i}", tmp_path / "img.png", 32, 32, "", "", props) for i in range(n_images)],
+        tmp_path / "export.jsonl",
+    )
+    rows = [
+        {
+            "question_id": f"q{i}",
+            "image_id": "img.png",
+            "width": 32,
+            "height": 32,
+            "X": [4.0, 8.0, 12.0],
+            "Y": [4.0, 10.0, 6.0],
+        }
+        for i in range(n_images)
+    ]
     (tmp_path / "fix.json").write_text(json.dumps(rows))
-    return FixationDataset(read_air_fixations(tmp_path / "fix.json", tmp_path), read_export(tmp_path / "export.jsonl"),
-                           image_size=32)
+    return FixationDataset(
+        read_air_fixations(tmp_path / "fix.json", tmp_path), read_export(tmp_path / "export.jsonl"), image_size=32
+    )
 
 
 def _wired_model():
-    """Features = 1 everywhere; refined mask = the proposal mask; priority = exported score x area;
+    """Features = 1 everywhere; refined mask = the proposal mask; priority = exported score;
     decoder = sigmoid(8 * weighted kept masks - 4). The map is exactly what the kept proposals say."""
     model = ExplainableSaliencyPredictor(TINY).eval()
     d = TINY.feature_dim
@@ -117,7 +139,7 @@ def _wired_model():
         model.refine[4].weight[0, 0, 1, 1] = 20.0
         model.refine[4].bias.fill_(-10.0)
         model.priority.weight[0, d] = 1.0
-        model.decoder.weight[0, d:] = 1.0
+        model.decoder.weight[0, d : 2 * d] = 1.0
         model.decoder.bias.fill_(-4.0)
     return model
 
@@ -151,19 +173,51 @@ def test_launchers_train_then_evaluate_from_the_recipe(tmp_path, monkeypatch, ca
     fixations, images, proposals = build_synthetic_fixation_set(tmp_path / "data", "train", 6)
     eval_fix, _, eval_props = build_synthetic_fixation_set(tmp_path / "data", "eval", 4)
     overrides = [
-        "--config", str(ROOT / "configs" / "predictor" / "synthetic_tiny.yaml"),
-        "--train_fixations", str(fixations), "--images_dir", str(images), "--train_proposals", str(proposals),
-        "--eval_fixations", str(eval_fix), "--eval_proposals", str(eval_props), "--image_size", "32",
-        "--backbone_width", "4", "--feature_dim", "8", "--refine_dim", "4",
-        "--num_epochs", "2", "--batch_size", "3", "--topk_anneal_epochs", "1",
+        "--config",
+        str(ROOT / "configs" / "predictor" / "synthetic_tiny.yaml"),
+        "--train_fixations",
+        str(fixations),
+        "--images_dir",
+        str(images),
+        "--train_proposals",
+        str(proposals),
+        "--eval_fixations",
+        str(eval_fix),
+        "--eval_proposals",
+        str(eval_props),
+        "--image_size",
+        "32",
+        "--backbone_width",
+        "4",
+        "--feature_dim",
+        "8",
+        "--refine_dim",
+        "4",
+        "--num_epochs",
+        "2",
+        "--batch_size",
+        "3",
+        "--topk_anneal_epochs",
+        "1",
     ]
     _run("predictor_train.py", [*overrides, "--output_dir", str(tmp_path / "run")], monkeypatch)
     report = json.loads((tmp_path / "run" / "eval_report.json").read_text())
     assert set(report["model"]) == {"CC", "KLD", "NSS", "SIM", "AUC_Judd", "sAUC"}
     assert set(report["faithfulness"]) == {"weight", "random"} and len(report["faithfulness"]["weight"]["nss"]) == 4
 
-    _run("predictor_eval.py", [*overrides, "--checkpoint", str(tmp_path / "run" / "checkpoint-epoch2.pt"),
-                               "--report_dir", str(tmp_path / "eval"), "--deletion_steps", "1"], monkeypatch)
+    _run(
+        "predictor_eval.py",
+        [
+            *overrides,
+            "--checkpoint",
+            str(tmp_path / "run" / "checkpoint-epoch2.pt"),
+            "--report_dir",
+            str(tmp_path / "eval"),
+            "--deletion_steps",
+            "1",
+        ],
+        monkeypatch,
+    )
     again = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
     assert again["model"] == pytest.approx(report["model"]) and again["checkpoint"]["epoch"] == 2
     lines = [json.loads(line) for line in (tmp_path / "eval" / "explanations.jsonl").read_text().splitlines()]
