@@ -9,7 +9,13 @@ from .checkpoints import adapter_base, load_checkpoint
 from .eval_config import EvalArguments, ExportArguments, InferenceArguments
 from .evaluate import evaluate_model, load_rows, run_eval, write_outputs
 from .export import mask_box, run_export
-from .faithfulness import FaithfulnessResult, ImageTokenReplacement, answer_log_prob_curves, faithfulness_curves, patch_order
+from .faithfulness import (
+    FaithfulnessResult,
+    ImageTokenReplacement,
+    answer_log_prob_curves,
+    faithfulness_curves,
+    patch_order,
+)
 from .generation import TracedCompletion, build_prompts, generate_completions, prompt_inputs, trace_completions
 from .metrics import answer_metrics, answer_scores, mean_interval, pointing_scores, summarise
 from .phrases import Phrase, noun_phrases
@@ -33,8 +39,8 @@ __all__ = [
     "generate_completions",
     "line_plot",
     "load_checkpoint",
-    "mask_box",
     "load_rows",
+    "mask_box",
     "mean_interval",
     "noun_phrases",
     "overlay",

@@ -44,7 +44,7 @@ class InferenceArguments:
     completions_file: str | None = field(
         default=None,
         metadata={
-            "help": "JSONL of completions produced elsewhere (e.g. by vLLM), one `{\"question_id\", \"completion\"}` "
+            "help": 'JSONL of completions produced elsewhere (e.g. by vLLM), one `{"question_id", "completion"}` '
             "per row (the export of an image folder uses the image id, its path relative to the folder, as "
             "question_id): they are traced in one scoring forward instead of being generated. Every row needs one."
         },
@@ -61,10 +61,12 @@ class InferenceArguments:
         },
     )
     min_pixels: int | None = field(
-        default=None, metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."}
+        default=None,
+        metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."},
     )
     max_pixels: int | None = field(
-        default=None, metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."}
+        default=None,
+        metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."},
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Folder the results are written to."})
     seed: int = field(default=42, metadata={"help": "Seed of the bootstrap, the random deletion orders and sampling."})
@@ -144,8 +146,10 @@ class EvalArguments(InferenceArguments):
         if self.compare_to is not None and self.compare_model_name_or_path is not None:
             raise ValueError("pass either --compare_to or --compare_model_name_or_path, not both")
         if self.completions_file is not None and self.compare_model_name_or_path is not None:
-            raise ValueError("--completions_file holds one model's completions; it cannot be used with "
-                             "--compare_model_name_or_path (evaluate the other run separately and pass --compare_to)")
+            raise ValueError(
+                "--completions_file holds one model's completions; it cannot be used with "
+                "--compare_model_name_or_path (evaluate the other run separately and pass --compare_to)"
+            )
 
 
 @dataclass
@@ -175,7 +179,9 @@ class ExportArguments(InferenceArguments):
         default=0.5,
         metadata={"help": "A proposal's box bounds the mask pixels at or above this fraction of the mask's maximum."},
     )
-    output_dir: str = field(default="outputs/export", metadata={"help": "Folder of proposals.jsonl, masks/, errors.jsonl."})
+    output_dir: str = field(
+        default="outputs/export", metadata={"help": "Folder of proposals.jsonl, masks/, errors.jsonl."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

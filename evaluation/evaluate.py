@@ -39,7 +39,11 @@ def load_rows(args: InferenceArguments) -> tuple[datasets.Dataset, ValidationRep
     if not args.dataset_name:
         raise ValueError("--dataset_name is required")
     rows, report = load_source(
-        args.dataset_source, args.dataset_name, image_dir=args.image_dir, split=args.dataset_split, kind="rl",
+        args.dataset_source,
+        args.dataset_name,
+        image_dir=args.image_dir,
+        split=args.dataset_split,
+        kind="rl",
         on_bad_row=args.on_bad_row,
     )
     logger.info("rows of %s/%s: %s", args.dataset_name, args.dataset_split, report.summary())
@@ -63,12 +67,15 @@ def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]
                 record = json.loads(line)
                 found[str(record["question_id"])] = str(record["completion"])
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"--completions_file {path} line {number}: expected a JSON object with "
-                                 f"'question_id' and 'completion' ({err})") from None
+                raise ValueError(
+                    f"--completions_file {path} line {number}: expected a JSON object with "
+                    f"'question_id' and 'completion' ({err})"
+                ) from None
     missing = [q for q in question_ids if q not in found]
     if missing:
-        raise ValueError(f"--completions_file {path} has no completion for {len(missing)} rows, e.g. question_id "
-                         f"{missing[0]!r}")
+        raise ValueError(
+            f"--completions_file {path} has no completion for {len(missing)} rows, e.g. question_id {missing[0]!r}"
+        )
     return [found[q] for q in question_ids]
 
 
@@ -103,8 +110,14 @@ def evaluate_model(
     tracer = make_tracer(model, processor, args.saliency_row)
     records, faithful_rows = [], []
     for traced in trace_completions(
-        tracer, processor, rows, completions=completions, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt, generate_kwargs=generate_kwargs,
+        tracer,
+        processor,
+        rows,
+        completions=completions,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        system_prompt=args.system_prompt,
+        generate_kwargs=generate_kwargs,
     ):
         row = rows[traced.index]
         scores = answer_scores([traced.text], [row["solution"]])[0]
@@ -115,8 +128,12 @@ def evaluate_model(
         for kind in args.saliency_maps:
             scores |= pointing_scores(kind, upsampled[kind], row["bbox"], args.pointing_tolerance_px)
         record = {
-            "question_id": row["question_id"], "dataset": row["dataset"], "problem": row["problem"],
-            "solution": row["solution"], "completion": traced.text, "no_map_reason": traced.maps.reason,
+            "question_id": row["question_id"],
+            "dataset": row["dataset"],
+            "problem": row["problem"],
+            "solution": row["solution"],
+            "completion": traced.text,
+            "no_map_reason": traced.maps.reason,
             "scores": scores,
         }
         if traced.index < args.report_samples:
@@ -130,16 +147,31 @@ def evaluate_model(
         records.append(record)
 
     summary = summarise(
-        [r["scores"] for r in records], [r["dataset"] for r in records],
-        bootstrap_samples=args.bootstrap_samples, confidence=args.confidence, seed=args.seed,
+        [r["scores"] for r in records],
+        [r["dataset"] for r in records],
+        bootstrap_samples=args.bootstrap_samples,
+        confidence=args.confidence,
+        seed=args.seed,
     )
     faithfulness = None
     if faithful_rows:
         faithfulness = _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines).to_dict()
-    settings = {k: v for k, v in asdict(args).items() if k in (
-        "dataset_split", "max_new_tokens", "saliency_row", "pointing_tolerance_px", "bootstrap_samples", "confidence",
-        "seed", "faithfulness_steps", "faithfulness_random_orders",
-    )}
+    settings = {
+        k: v
+        for k, v in asdict(args).items()
+        if k
+        in (
+            "dataset_split",
+            "max_new_tokens",
+            "saliency_row",
+            "pointing_tolerance_px",
+            "bootstrap_samples",
+            "confidence",
+            "seed",
+            "faithfulness_steps",
+            "faithfulness_random_orders",
+        )
+    }
     settings["completions"] = "given (scored)" if completions is not None else "generated (greedy)"
     return {
         "model": model_name,
@@ -165,13 +197,22 @@ def _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines
             )[0]
         samples.append((inputs, completion_ids, by_method))
     return faithfulness_curves(
-        model, tracer.adapter, samples, steps=args.faithfulness_steps,
-        random_orders_per_row=args.faithfulness_random_orders, seed=args.seed, batch_size=max(args.batch_size, 8),
+        model,
+        tracer.adapter,
+        samples,
+        steps=args.faithfulness_steps,
+        random_orders_per_row=args.faithfulness_random_orders,
+        seed=args.seed,
+        batch_size=max(args.batch_size, 8),
     )
 
 
-def write_outputs(metrics: dict[str, Any], output_dir: str | Path, other: dict[str, Any] | None = None,
-                  other_dir: str | Path | None = None) -> tuple[Path, Path]:
+def write_outputs(
+    metrics: dict[str, Any],
+    output_dir: str | Path,
+    other: dict[str, Any] | None = None,
+    other_dir: str | Path | None = None,
+) -> tuple[Path, Path]:
     """Write ``metrics.json`` and the self-contained ``report.html`` to ``output_dir``; return both paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -187,8 +228,9 @@ def _evaluate_checkpoint(args: EvalArguments, model_args: ModelConfig, rows) -> 
         completions = read_completions(args.completions_file, rows["question_id"])
     model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     with torch.no_grad():
-        return evaluate_model(model, processor, rows, args, model_name=model_args.model_name_or_path,
-                              completions=completions)
+        return evaluate_model(
+            model, processor, rows, args, model_name=model_args.model_name_or_path, completions=completions
+        )
 
 
 def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:
@@ -199,7 +241,9 @@ def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:
     if args.compare_model_name_or_path:
         other_dir = Path(args.output_dir) / "compare"
         other_args = replace(args, output_dir=str(other_dir), compare_model_name_or_path=None)
-        other = _evaluate_checkpoint(other_args, replace(model_args, model_name_or_path=args.compare_model_name_or_path), rows)
+        other = _evaluate_checkpoint(
+            other_args, replace(model_args, model_name_or_path=args.compare_model_name_or_path), rows
+        )
         write_outputs(other, other_dir)
     elif args.compare_to:
         other_dir = Path(args.compare_to).parent

@@ -121,17 +121,28 @@ def _mask_name(image_id: str, index: int) -> str:
 
 
 def export_record(
-    item: ExportItem, image: Image.Image, traced: TracedCompletion, tokenizer, args: ExportArguments, out: Path,
+    item: ExportItem,
+    image: Image.Image,
+    traced: TracedCompletion,
+    tokenizer,
+    args: ExportArguments,
+    out: Path,
     image_path: str,
 ) -> dict[str, Any]:
     """Write the masks of one image's proposals under ``out/masks`` and return its JSONL record."""
     text = traced.text
     reasoned = parse_reasoning(text)
     record = {
-        "image_id": item.image_id, "image_path": image_path, "width": image.width, "height": image.height,
-        "question": item.question, "explanation": reasoned.thinking if reasoned else "",
-        "answer": reasoned.answer if reasoned else answer_text(text), "no_map_reason": traced.maps.reason,
-        "proposals": [], "phrases_without_mask": [],
+        "image_id": item.image_id,
+        "image_path": image_path,
+        "width": image.width,
+        "height": image.height,
+        "question": item.question,
+        "explanation": reasoned.thinking if reasoned else "",
+        "answer": reasoned.answer if reasoned else answer_text(text),
+        "no_map_reason": traced.maps.reason,
+        "proposals": [],
+        "phrases_without_mask": [],
     }
     if not traced.maps.has_map:
         return record
@@ -208,7 +219,9 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     logger.info("%d images, %d already exported, %d to go", len(items), len(items) - len(todo), len(todo))
     completions = None
     if args.completions_file:
-        completions = dict(zip((i.image_id for i in todo), read_completions(args.completions_file, [i.image_id for i in todo])))
+        completions = dict(
+            zip((i.image_id for i in todo), read_completions(args.completions_file, [i.image_id for i in todo]))
+        )
     if not todo:
         return jsonl
     model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
@@ -228,7 +241,13 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
         inputs = [{"image": image, "problem": item.question} for item, image, _ in opened]
         given = None if completions is None else [completions[item.image_id] for item, _, _ in opened]
         for traced in trace_completions(
-            tracer, processor, inputs, completions=given, batch_size=max(len(inputs), 1), max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+            tracer,
+            processor,
+            inputs,
+            completions=given,
+            batch_size=max(len(inputs), 1),
+            max_new_tokens=args.max_new_tokens,
+            system_prompt=args.system_prompt,
             progress=False,
         ):
             item, image, image_path = opened[traced.index]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import BatchFeature
+from typing_extensions import Self
 
 from saliency import ModelAdapter, SaliencyMaps
 
@@ -50,7 +51,7 @@ class ImageTokenReplacement:
         kwargs["inputs_embeds"] = embeds.masked_fill(self.replace[..., None].to(embeds.device), 0.0)
         return args, kwargs
 
-    def __enter__(self) -> ImageTokenReplacement:
+    def __enter__(self) -> Self:
         self._handle = self.text_model.register_forward_pre_hook(self._hook, with_kwargs=True)
         return self
 
@@ -138,8 +139,10 @@ def answer_log_prob_curves(
         batch = {k: torch.cat([v] * copies) for k, v in model_inputs.items()}
         with ImageTokenReplacement(adapter, replace):
             logits = model(
-                input_ids=input_ids.expand(copies, -1), attention_mask=attention_mask.expand(copies, -1),
-                logits_to_keep=rows, **batch,
+                input_ids=input_ids.expand(copies, -1),
+                attention_mask=attention_mask.expand(copies, -1),
+                logits_to_keep=rows,
+                **batch,
             ).logits
         log_probs = logits.float().log_softmax(-1).gather(-1, targets[None, :, None].expand(copies, -1, 1))
         scores.append(log_probs.sum((1, 2)).cpu())

@@ -122,11 +122,17 @@ def trace_completions(
             maps = traced.maps
         else:
             texts = list(completions[start : start + len(batch)])
-            encoded = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+            encoded = tokenizer(
+                texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt"
+            )
             prompt = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
             maps = tracer.score(
-                inputs["input_ids"], encoded["input_ids"].to(device), inputs["attention_mask"],
-                encoded["attention_mask"].to(device), image_sizes=sizes, **prompt,
+                inputs["input_ids"],
+                encoded["input_ids"].to(device),
+                inputs["attention_mask"],
+                encoded["attention_mask"].to(device),
+                image_sizes=sizes,
+                **prompt,
             )
             completion_ids = [ids[: int(n)] for ids, n in zip(encoded["input_ids"], encoded["attention_mask"].sum(-1))]
         texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)

@@ -48,8 +48,12 @@ def mean_interval(
     array = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
     scored = ~np.isnan(array)
     n = int(scored.sum())
-    result: dict[str, float | int | None] = {"mean": float(array[scored].mean()) if n else None, "low": None,
-                                             "high": None, "n": n}
+    result: dict[str, float | int | None] = {
+        "mean": float(array[scored].mean()) if n else None,
+        "low": None,
+        "high": None,
+        "n": n,
+    }
     if not n or not bootstrap_samples:
         return result
     rng = np.random.default_rng(seed)
@@ -95,6 +99,10 @@ def answer_metrics(completions: Sequence[str], solutions: Sequence[str], sources
     summary = summarise(answer_scores(completions, solutions), sources, bootstrap_samples=0)
 
     def flat(group: dict) -> dict:
-        return {"n": group["n"], "format_rate": group["format"]["mean"] or 0.0, "accuracy": group["accuracy"]["mean"] or 0.0}
+        return {
+            "n": group["n"],
+            "format_rate": group["format"]["mean"] or 0.0,
+            "accuracy": group["accuracy"]["mean"] or 0.0,
+        }
 
     return {**flat(summary), "per_source": {s: flat(g) for s, g in summary["per_source"].items()}}

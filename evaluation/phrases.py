@@ -23,11 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 DETERMINERS = frozenset(
-    "the a an this that these those each every its their his her my our your one two three four five six seven "
+    "the a an this that these those each every its their his her my our your one two three four five six seven "  # noqa: SIM905
     "eight nine ten".split()
 )
 FUNCTION_WORDS = frozenset(
-    "is are was were be been being am has have had do does did can could will would should may might must it they "
+    "is are was were be been being am has have had do does did can could will would should may might must it they "  # noqa: SIM905
     "he she we you i them him us me there here which who whom whose what where when why how and or but nor so yet "
     "if then than as of in on at to from by with without into onto over under above below near beside between "
     "behind inside outside around about for not no also very".split()

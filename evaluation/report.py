@@ -43,7 +43,9 @@ def overlay(image: Image.Image, saliency_map: np.ndarray | None, boxes: Any, alp
         canvas = Image.blend(base, Image.new("RGB", base.size, (128, 128, 128)), 0.6)
     else:
         if saliency_map.shape != (base.height, base.width):
-            raise ValueError(f"map of shape {saliency_map.shape} does not match the image's {(base.height, base.width)}")
+            raise ValueError(
+                f"map of shape {saliency_map.shape} does not match the image's {(base.height, base.width)}"
+            )
         heat = Image.fromarray(heat_colours(np.maximum(saliency_map, 0) / saliency_map.max()))
         canvas = Image.blend(base, heat, alpha)
     scale = max(1.0, _DISPLAY_SIDE / max(canvas.size))
@@ -52,7 +54,8 @@ def overlay(image: Image.Image, saliency_map: np.ndarray | None, boxes: Any, alp
     for x1, y1, x2, y2 in as_boxes(boxes):
         draw.rectangle(
             [x1 * canvas.width, y1 * canvas.height, x2 * canvas.width - 1, y2 * canvas.height - 1],
-            outline=(0, 230, 0), width=max(2, round(scale)),
+            outline=(0, 230, 0),
+            width=max(2, round(scale)),
         )
     return canvas
 
@@ -132,7 +135,11 @@ def _estimate(entry: Mapping[str, Any] | None) -> str:
     """``mean [low, high] (n)`` of a :func:`evaluation.metrics.mean_interval` entry, in percent."""
     if not entry or entry.get("mean") is None:
         return "–"
-    interval = "" if entry.get("low") is None else f" <span class=ci>[{_number(entry['low'])}, {_number(entry['high'])}]</span>"
+    interval = (
+        ""
+        if entry.get("low") is None
+        else f" <span class=ci>[{_number(entry['low'])}, {_number(entry['high'])}]</span>"
+    )
     return f"{_number(entry['mean'])}{interval} <span class=n>n={entry['n']}</span>"
 
 
@@ -189,8 +196,11 @@ def _per_source_table(summary: Mapping[str, Any]) -> str:
 def _faithfulness_section(faithfulness: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> str:
     if not faithfulness:
         return "<p>Not computed (no row with a saliency map, or --faithfulness_samples 0).</p>"
-    rows = ["<tr><th>method</th><th>deletion AUC ↓</th><th>insertion AUC ↑</th><th>insertion − deletion ↑</th>"
-            + ("<th>other run: insertion − deletion</th>" if other else "") + "</tr>"]
+    rows = [
+        "<tr><th>method</th><th>deletion AUC ↓</th><th>insertion AUC ↑</th><th>insertion − deletion ↑</th>"
+        + ("<th>other run: insertion − deletion</th>" if other else "")
+        + "</tr>"
+    ]
     for method, areas in faithfulness["auc"].items():
         cells = "".join(f"<td>{areas[k]:.3f}</td>" for k in ("deletion", "insertion", "insertion_minus_deletion"))
         if other:
@@ -206,7 +216,11 @@ def _faithfulness_section(faithfulness: Mapping[str, Any] | None, other: Mapping
     return (
         f"<p>Mean over {faithfulness['n_rows']} rows. Patches are removed by zeroing their image-token embeddings; "
         "score = teacher-forced log-probability of the model's own answer.</p>"
-        + "<table>" + "".join(rows) + "</table><div class=plots>" + "".join(plots) + "</div>"
+        + "<table>"
+        + "".join(rows)
+        + "</table><div class=plots>"
+        + "".join(plots)
+        + "</div>"
     )
 
 
@@ -218,7 +232,9 @@ def _sample_cards(samples: Sequence[Mapping[str, Any]], run_dir: Path, other: tu
         for kind, path in sample.get("overlays", {}).items():
             uri = _file_data_uri(run_dir / path)
             if uri:
-                figures.append(f'<figure><img alt="{kind} map" src="{uri}"><figcaption>{html.escape(kind)}</figcaption></figure>')
+                figures.append(
+                    f'<figure><img alt="{kind} map" src="{uri}"><figcaption>{html.escape(kind)}</figcaption></figure>'
+                )
         theirs = other_rows.get(sample["question_id"])
         if theirs is not None:
             for kind, path in theirs.get("overlays", {}).items():
@@ -246,7 +262,7 @@ def _sample_cards(samples: Sequence[Mapping[str, Any]], run_dir: Path, other: tu
 _STYLE = """
 body{font-family:sans-serif;margin:24px;color:#222;background:#fff}
 table{border-collapse:collapse;margin:8px 0 18px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#eef}.ci,.n{color:#777;font-size:90%}.card{display:flex;gap:16px;border-top:1px solid #ddd;padding:10px 0}
+th{background:#eef}.ci,.n{color:#777;font-size:90%}.card{border-top:1px solid #ddd;padding:10px 0}
 figure{margin:0 6px 0 0}.figs{display:flex;flex-wrap:wrap;align-items:flex-start}figcaption{text-align:center;font-size:90%}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;max-width:640px}.plots img{margin-right:12px}
 """
@@ -272,10 +288,15 @@ def render_report(
     parts = [
         f"<h1>Evaluation of {html.escape(metrics['model'])}</h1>",
         f"<p>{html.escape(metrics['dataset'])}: {summary['n']} rows. {html.escape(settings)}</p>",
-        "" if other is None else f"<p>Compared with <b>{html.escape(other['model'])}</b> ({html.escape(other['dataset'])}).</p>",
+        ""
+        if other is None
+        else f"<p>Compared with <b>{html.escape(other['model'])}</b> ({html.escape(other['dataset'])}).</p>",
         "<h2>Summary</h2>",
-        "<p>Means in percent with bootstrap confidence intervals. Pointing games score the rows with a usable map; "
-        "the box-area fraction is what a uniform map scores on energy-PG, the centre point is the PG baseline.</p>",
+        (
+            "<p>Means in percent with bootstrap confidence intervals. Pointing games score the rows with a usable "
+            "map; the box-area fraction is what a uniform map scores on energy-PG, the centre point is the PG "
+            "baseline.</p>"
+        ),
         _summary_table(summary, None if other is None else other["summary"], labels),
         "<h2>Saliency map counts</h2>",
         _counts_table(summary),

@@ -31,7 +31,9 @@ def _curves(setup, index, orders, steps):
     model, processor, rows, tracer, traced = setup
     inputs = prompt_inputs(processor, [rows[index]])
     item = traced[index]
-    return answer_log_prob_curves(model, tracer.adapter, inputs, item.completion_ids, item.maps.spans.answer, orders, steps=steps)
+    return answer_log_prob_curves(
+        model, tracer.adapter, inputs, item.completion_ids, item.maps.spans.answer, orders, steps=steps
+    )
 
 
 def _answer_log_prob(setup, index, image=None):
@@ -105,8 +107,11 @@ def test_patch_order_ranks_by_the_answer_summed_score():
     scores = torch.tensor([[9.0, 9.0, 9.0, 9.0], [0.0, 3.0, -1.0, 2.0], [0.0, 1.0, -1.0, -5.0]])
     layout = ImageLayout(positions=torch.tensor([0, 1, 2, 3]), grid=(2, 2), size=(4, 4))
     maps = SaliencyMaps(
-        torch.tensor([1, 2, 3]), CompletionSpans(thinking=(0, 1), answer=(1, 3)), [layout],
-        {"direct": scores}, {"direct": torch.ones(3, dtype=torch.bool)},
+        torch.tensor([1, 2, 3]),
+        CompletionSpans(thinking=(0, 1), answer=(1, 3)),
+        [layout],
+        {"direct": scores},
+        {"direct": torch.ones(3, dtype=torch.bool)},
     )
     assert patch_order(maps, "direct").tolist() == [1, 0, 2, 3]  # sums 4, 0, -2, -3: row 0 is not in the answer
     with pytest.raises(ValueError, match="no saliency map"):
@@ -128,14 +133,20 @@ def test_auc_of_known_curves():
 
 def test_faithfulness_curves_average_methods_and_the_random_baseline(setup):
     model, processor, rows, tracer, traced = setup
-    samples = [(prompt_inputs(processor, [rows[i]]), traced[i].completion_ids, {"flow": traced[i].maps}) for i in range(2)]
+    samples = [
+        (prompt_inputs(processor, [rows[i]]), traced[i].completion_ids, {"flow": traced[i].maps}) for i in range(2)
+    ]
     result = faithfulness_curves(model, tracer.adapter, samples, steps=2, random_orders_per_row=2, seed=0)
     assert set(result.curves) == {"flow", "random"} and result.n_rows == 2
     one = _curves(setup, 0, [patch_order(traced[0].maps, "flow")], steps=2)
     two = _curves(setup, 1, [patch_order(traced[1].maps, "flow")], steps=2)
-    np.testing.assert_allclose(result.curves["flow"]["deletion"], (one["deletion"][0] + two["deletion"][0]) / 2, atol=1e-4)
+    np.testing.assert_allclose(
+        result.curves["flow"]["deletion"], (one["deletion"][0] + two["deletion"][0]) / 2, atol=1e-4
+    )
     areas = result.aucs()
-    assert areas["flow"]["insertion_minus_deletion"] == pytest.approx(areas["flow"]["insertion"] - areas["flow"]["deletion"])
+    assert areas["flow"]["insertion_minus_deletion"] == pytest.approx(
+        areas["flow"]["insertion"] - areas["flow"]["deletion"]
+    )
     assert all(np.isfinite(v) for method in areas.values() for v in method.values())
     with pytest.raises(ValueError, match="at least one row"):
         faithfulness_curves(model, tracer.adapter, [])

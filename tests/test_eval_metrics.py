@@ -41,7 +41,10 @@ def test_pointing_scores_statuses_and_baselines():
     box = [0.5, 0.0, 1.0, 0.5]
     scored = pointing_scores("flow", inside, box)
     assert scored == {
-        "flow/energy_pg": 1.0, "flow/pg": 1.0, "flow/box_area_fraction": 0.25, "flow/centre_point_pg": 1.0,
+        "flow/energy_pg": 1.0,
+        "flow/pg": 1.0,
+        "flow/box_area_fraction": 0.25,
+        "flow/centre_point_pg": 1.0,
         "flow/status": "scored",
     }
     assert pointing_scores("flow", None, box)["flow/status"] == "no_map"
@@ -72,7 +75,9 @@ def test_summarise_counts_statuses_and_groups_by_source():
 def test_answer_scores_and_metrics():
     completions = ["<think>It is red.</think>red", "red", "<think>round</think> circle"]
     assert answer_scores(completions, ["red", "red", "square"]) == [
-        {"format": 1.0, "accuracy": 1.0}, {"format": 0.0, "accuracy": 1.0}, {"format": 1.0, "accuracy": 0.0}
+        {"format": 1.0, "accuracy": 1.0},
+        {"format": 0.0, "accuracy": 1.0},
+        {"format": 1.0, "accuracy": 0.0},
     ]
     metrics = answer_metrics(completions, ["red", "red", "square"], ["x", "y", "x"])
     assert metrics["n"] == 3 and math.isclose(metrics["format_rate"], 2 / 3)
