@@ -71,7 +71,9 @@ class SaliencyGRPOTrainer(GRPOTrainer):
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
             )
         start = time.perf_counter()
-        self._pending = recording.maps(completion_ids, image_sizes=_image_sizes(images, len(completion_ids)))
+        self._pending = recording.maps(
+            completion_ids, vision_inputs=multimodal_fields, image_sizes=_image_sizes(images, len(completion_ids))
+        )
         self._tracer_seconds += recording.seconds + time.perf_counter() - start
         return completion_ids, logprobs
 

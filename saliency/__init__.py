@@ -11,11 +11,12 @@ pass, during ``generate`` or in one scoring forward, without ``output_attentions
 from .adapters import ADAPTERS, ImageGrid, LlavaAdapter, ModelAdapter, QwenVLAdapter, adapter_for, effective_weight
 from .output import ImageLayout, ImageMap, SaliencyMaps
 from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
-from .tracer import SaliencyTracer, TracedGeneration
+from .tracer import GenerationRecording, SaliencyTracer, TracedGeneration
 
 __all__ = [
     "ADAPTERS",
     "CompletionSpans",
+    "GenerationRecording",
     "ImageGrid",
     "ImageLayout",
     "ImageMap",

@@ -147,7 +147,7 @@ class QwenVLAdapter(ModelAdapter):
 
     def image_grids(self, vision_inputs: dict, token_counts: list[int]) -> list[list[ImageGrid]]:
         grid_thw = vision_inputs.get("image_grid_thw")
-        grid_thw = [] if grid_thw is None else grid_thw.tolist()
+        grid_thw = [] if grid_thw is None else torch.as_tensor(grid_thw).tolist()
         vision = self.model.config.vision_config
         merge = vision.spatial_merge_size
         grids = []

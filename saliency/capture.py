@@ -10,6 +10,7 @@ mask and scaling, sharing grouped KV heads like the model. Rows are softmaxed ov
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,12 @@ def row_mask(
 
 
 class Recorder:
-    """What a capture mode does with the attention calls, final-norm inputs and model inputs it sees."""
+    """What a capture mode does with the attention calls, final-norm inputs and model inputs it sees.
+
+    ``seconds`` accumulates the wall time spent in these callbacks: the tracer's own share of a traced pass.
+    """
+
+    seconds: float = 0.0
 
     def on_model_inputs(self, kwargs: dict) -> None:
         """Called before each forward of the full model, with its keyword arguments."""
@@ -104,7 +110,9 @@ def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None
                 raise NotImplementedError(f"the saliency tracer does not support attention with {unsupported}")
         if kwargs.get("sliding_window") is not None and (attention_mask is None or attention_mask.dim() != 4):
             raise NotImplementedError("sliding-window attention without a 4-D mask is not supported by the tracer")
-        with torch.no_grad():
+        start = time.perf_counter()
+        # The rows are computed in float32 or wider whatever autocast the caller runs under.
+        with torch.no_grad(), torch.autocast(query.device.type, enabled=False):
             recorder.on_attention(
                 module.layer_idx,
                 query.detach(),
@@ -113,18 +121,23 @@ def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None
                 attention_mask,
                 scaling if scaling is not None else query.shape[-1] ** -0.5,
             )
+        recorder.seconds += time.perf_counter() - start
         return output
 
     def norm_hook(module, args):
+        start = time.perf_counter()
         hidden = args[0].detach()
         with torch.no_grad():
             wide = hidden.to(torch.promote_types(hidden.dtype, torch.float32))
             if centers:
                 wide = wide - wide.mean(-1, keepdim=True)
             recorder.on_final_norm(torch.rsqrt(wide.pow(2).mean(-1) + norm_eps))
+        recorder.seconds += time.perf_counter() - start
 
     def input_hook(module, args, kwargs):
+        start = time.perf_counter()
         recorder.on_model_inputs(kwargs)
+        recorder.seconds += time.perf_counter() - start
 
     if any(getattr(a, "layer_idx", None) != i for i, a in enumerate(attentions)):
         raise ValueError("the text decoder's attention modules must carry layer_idx = their index")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +200,52 @@ class TracedGeneration:
     maps: list[SaliencyMaps]
 
 
+class GenerationRecording:
+    """The capture of one ``generate`` call made inside :meth:`SaliencyTracer.recording`."""
+
+    def __init__(self, tracer: SaliencyTracer, recorder: _GenerationRecorder):
+        self._tracer, self._recorder = tracer, recorder
+
+    @property
+    def seconds(self) -> float:
+        """Wall time the tracer itself spent inside the recorded passes."""
+        return self._recorder.seconds
+
+    def maps(
+        self,
+        completions: Sequence[Sequence[int] | torch.Tensor],
+        vision_inputs: dict,
+        image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None,
+        num_return_sequences: int = 1,
+    ) -> list[SaliencyMaps]:
+        """One map set per generated sequence.
+
+        ``completions[i]`` holds the new tokens of sequence i (padding or tokens after the end of turn may be cut
+        off or kept); ``vision_inputs`` are the processor outputs given to ``generate`` (``image_grid_thw``, ...);
+        ``image_sizes`` as in :meth:`SaliencyTracer.generate`, one entry per prompt.
+        """
+        recorder = self._recorder
+        if recorder.prompt_ids is None:
+            raise RuntimeError("no generate call ran inside the recording")
+        if len(completions) != len(recorder.prompt_ids):
+            raise ValueError(f"{len(completions)} completions for {len(recorder.prompt_ids)} generated sequences")
+        copies = num_return_sequences
+        counts = recorder.image_counts[::copies]
+        grids = [g for g in self._tracer.adapter.image_grids(vision_inputs, counts) for _ in range(copies)]
+        sizes = None if image_sizes is None else [s for s in image_sizes for _ in range(copies)]
+        start = time.perf_counter()
+        maps = self._tracer._maps(
+            recorder.prompt_ids,
+            [torch.as_tensor(c, dtype=torch.long).cpu() for c in completions],
+            recorder.image_counts,
+            grids,
+            sizes,
+            recorder.sample_rows,
+        )
+        recorder.seconds += time.perf_counter() - start
+        return maps
+
+
 class SaliencyTracer:
     """Direct and reasoning-flow saliency maps of a VLM's completions, captured inside its own forward pass.
 
@@ -236,25 +284,28 @@ class SaliencyTracer:
         """
         if generate_kwargs.get("num_beams", 1) != 1:
             raise ValueError("tracing generate does not support beam search (num_beams > 1)")
-        recorder = _GenerationRecorder(self.adapter, self.tokens, self.row)
-        with traced_attention(self.adapter, recorder):
+        with self.recording() as recording:
             output = self.model.generate(input_ids=input_ids, **generate_kwargs)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        prompt_length = recorder.prompt_ids.shape[1]
-        # generate repeats each sample num_return_sequences times, consecutively.
-        copies = len(sequences) // len(input_ids)
-        counts = (input_ids == self.adapter.image_token_id).sum(-1).tolist()
-        grids = [g for g in self.adapter.image_grids(generate_kwargs, counts) for _ in range(copies)]
-        sizes = None if image_sizes is None else [s for s in image_sizes for _ in range(copies)]
-        maps = self._maps(
-            recorder.prompt_ids,
-            list(sequences[:, prompt_length:].cpu()),
-            recorder.image_counts,
-            grids,
-            sizes,
-            lambda b, spans: recorder.sample_rows(b, spans),
+        maps = recording.maps(
+            list(sequences[:, input_ids.shape[1] :].cpu()),
+            vision_inputs=generate_kwargs,
+            image_sizes=image_sizes,
+            num_return_sequences=len(sequences) // len(input_ids),
         )
         return TracedGeneration(output=output, sequences=sequences, maps=maps)
+
+    @contextmanager
+    def recording(self) -> Iterator[GenerationRecording]:
+        """Capture whatever ``generate`` call runs inside the block (e.g. a trainer's); maps come from the result.
+
+            with tracer.recording() as recording:
+                sequences = model.generate(**inputs)
+            maps = recording.maps(completions, vision_inputs=inputs)
+        """
+        recorder = _GenerationRecorder(self.adapter, self.tokens, self.row)
+        with traced_attention(self.adapter, recorder):
+            yield GenerationRecording(self, recorder)
 
     def score(
         self,
