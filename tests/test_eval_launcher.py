@@ -1,0 +1,127 @@
+"""launch/eval.py end to end on the embedded default, and loading a LoRA adapter folder as the checkpoint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from eval_helpers import build_assets
+from peft import LoraConfig, get_peft_model
+from trl import ModelConfig
+
+from evaluation import EvalArguments, adapter_base, load_checkpoint, prompt_inputs
+from vlm import load_model_and_processor, merge_lora_adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_launcher")
+    paths = build_assets(root, num_rows=4)
+    model, processor = load_model_and_processor(ModelConfig(model_name_or_path=str(paths["model"]), dtype="float32"))
+    torch.manual_seed(0)
+    adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapted.save_pretrained(root / "adapter")
+    processor.save_pretrained(root / "adapter")
+    return {**paths, "adapter": root / "adapter", "root": root}
+
+
+def test_an_adapter_folder_loads_as_its_merged_model(assets):
+    assert adapter_base(assets["adapter"]) == str(assets["model"])
+    assert adapter_base(assets["model"]) is None
+    merged_dir = merge_lora_adapter(assets["adapter"], assets["root"] / "merged")
+    adapted, processor = load_checkpoint(ModelConfig(model_name_or_path=str(assets["adapter"]), dtype="float32"))
+    merged, _ = load_checkpoint(ModelConfig(model_name_or_path=str(merged_dir), dtype="float32"))
+    base, _ = load_checkpoint(ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32"))
+    from data_tools import generate_split
+
+    inputs = prompt_inputs(processor, generate_split("eval", 1, seed=0))
+    with torch.no_grad():
+        logits = [m(**inputs).logits for m in (adapted, merged, base)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(logits[0], logits[2], atol=1e-4)
+    assert not adapted.training
+
+
+def test_bad_flags_are_named():
+    with pytest.raises(ValueError, match="--saliency_maps"):
+        EvalArguments(saliency_maps=["flow", "grad"])
+    with pytest.raises(ValueError, match="--compare_to or --compare_model_name_or_path"):
+        EvalArguments(compare_to="a.json", compare_model_name_or_path="b")
+    with pytest.raises(ValueError, match="--batch_size"):
+        EvalArguments(batch_size=0)
+
+
+def test_missing_completions_are_named(assets, tmp_path):
+    from evaluation.evaluate import read_completions
+
+    with pytest.raises(ValueError, match="no completion for 1 rows, e.g. question_id 'nope'"):
+        read_completions(assets["completions"], ["nope"])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question_id": "a"}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        read_completions(broken, ["a"])
+
+
+def _launch(*flags: str) -> None:
+    command = [sys.executable, str(ROOT / "launch" / "eval.py"), "--config", str(ROOT / "configs/eval/tiny_cpu.yaml")]
+    subprocess.run([*command, *flags], check=True, cwd=ROOT, capture_output=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets):
+    first, second = assets["root"] / "run-adapter", assets["root"] / "run-base"
+    common = [
+        "--dataset_name",
+        str(assets["data"]),
+        "--max_samples",
+        "3",
+        "--batch_size",
+        "3",
+        "--bootstrap_samples",
+        "100",
+        "--faithfulness_samples",
+        "1",
+        "--faithfulness_steps",
+        "2",
+        "--report_samples",
+        "2",
+    ]
+    _launch(
+        "--model_name_or_path",
+        str(assets["adapter"]),
+        "--completions_file",
+        str(assets["completions"]),
+        "--output_dir",
+        str(first),
+        *common,
+    )
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["model"] == str(assets["adapter"]) and metrics["summary"]["n"] == 3
+    counts = metrics["summary"]["flow/counts"]
+    assert counts["no_map"] == 0 and counts["scored"] + counts["empty_map"] == 3  # a random model's map may be empty
+    assert metrics["faithfulness"]["n_rows"] == 1
+    assert metrics["settings"]["completions"] == "given (scored)"
+
+    _launch(
+        "--model_name_or_path",
+        str(assets["model"]),
+        "--max_new_tokens",
+        "6",
+        "--output_dir",
+        str(second),
+        "--compare_to",
+        str(first / "metrics.json"),
+        *common,
+    )
+    metrics = json.loads((second / "metrics.json").read_text())
+    # A random model does not write the <think> format: every row is counted without a map, none is dropped.
+    assert metrics["summary"]["format"]["mean"] == 0.0
+    assert metrics["summary"]["flow/counts"] == {"scored": 0, "no_map": 3, "empty_map": 0}
+    assert metrics["faithfulness"] is None
+    assert all(row["no_map_reason"] for row in metrics["rows"])
+    report = (second / "report.html").read_text()
+    assert f"Compared with <b>{assets['adapter']}</b>" in report and "other run: flow" in report
