@@ -1,0 +1,30 @@
+"""Answer a question about an image and write the saliency maps of the answer.
+
+    python launch/trace.py --model_name_or_path outputs/tiny-qwen2_5_vl --image img.png --question "..." \
+        --output_dir out/ [--map flow|direct] [--row generator|self] [--max_new_tokens 256] \
+        [--baselines attention rollout gradient integrated_gradients rise] [--boxes "[x1, y1, x2, y2]" ...]
+
+Writes ``<kind>.png`` (the map over the image, boxes drawn), ``<kind>.npy`` (the map at the image size),
+``panels.png`` (all side by side) and ``trace.json`` (answer, thinking text, spans). ``--help`` lists every flag,
+including TRL's model flags (``--dtype``, ``--attn_implementation``...).
+"""
+
+import sys
+from pathlib import Path
+
+# Python puts this script's folder first on sys.path, where this file would shadow the standard library's `trace`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from trl import ModelConfig, TrlParser
+
+from saliency.explain import TraceArguments, trace_image
+
+if __name__ == "__main__":
+    trace_args, model_args = TrlParser((TraceArguments, ModelConfig)).parse_args_and_config()
+    summary = trace_image(trace_args, model_args)
+    if summary["has_map"]:
+        print(f"answer: {summary['answer']!r}; maps written to {trace_args.output_dir}")
+    else:
+        print(
+            f"no map: {summary['reason']} (completion {summary['completion']!r}); see {trace_args.output_dir}/trace.json"
+        )

@@ -1,0 +1,178 @@
+"""Answer a question about one image and write where the answer came from: overlays, arrays and a JSON summary.
+
+The logic behind ``launch/trace.py``; every field of :class:`TraceArguments` is a command-line flag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from trl import ModelConfig
+
+from .baselines import BASELINES, RISE, IntegratedGradients
+from .heatmap import overlay, side_by_side
+from .output import SaliencyMaps
+from .spans import SpecialTokens
+from .tracer import SaliencyTracer
+
+ROWS = {"generator": "q", "self": "pos"}
+
+
+@dataclass
+class TraceArguments:
+    """What to explain and where to write it (the model itself is chosen with TRL's ``ModelConfig`` flags)."""
+
+    image: str = field(metadata={"help": "Path of the image to ask about."})
+    question: str = field(metadata={"help": "The question about the image."})
+    output_dir: str = field(metadata={"help": "Folder for the overlays (PNG), the maps (.npy) and trace.json."})
+    map: str = field(
+        default="flow",
+        metadata={
+            "help": "The tracer's map: 'flow' (image -> reasoning -> answer) or 'direct' (image -> answer).",
+            "choices": ["flow", "direct"],
+        },
+    )
+    row: str = field(
+        default="generator",
+        metadata={
+            "help": "Which row carries a thinking token's view of the image in the flow map: 'generator' (the "
+            "position that generated it) or 'self' (its own position).",
+            "choices": list(ROWS),
+        },
+    )
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest answer to generate."})
+    completion: str | None = field(
+        default=None,
+        metadata={"help": "Explain this completion ('<think>...</think>answer') instead of generating one."},
+    )
+    baselines: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"Baseline maps to add, any of: {', '.join(BASELINES)}."},
+    )
+    ig_steps: int = field(default=32, metadata={"help": "Integrated Gradients: points on the path."})
+    rise_masks: int = field(default=500, metadata={"help": "RISE: number of random masks."})
+    boxes: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Evidence boxes to draw, each '[x1, y1, x2, y2]' normalised to [0, 1]."},
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System prompt (default: data_tools.SYSTEM_PROMPT)."}
+    )
+
+    def __post_init__(self):
+        if self.map not in ("flow", "direct"):
+            raise ValueError(f"--map must be 'flow' or 'direct', got {self.map!r}")
+        if self.row not in ROWS:
+            raise ValueError(f"--row must be one of {', '.join(ROWS)}, got {self.row!r}")
+        unknown = [name for name in self.baselines if name not in BASELINES]
+        if unknown:
+            raise ValueError(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+
+def trace_image(args: TraceArguments, model_args: ModelConfig) -> dict:
+    """Answer ``args.question`` about ``args.image`` with the model, write its maps to ``args.output_dir``.
+
+    Returns the summary also written to ``trace.json``: the completion, its thinking and answer text and spans,
+    and per map kind the files written (nothing when the completion has no valid format; ``reason`` says why).
+    """
+    from data_tools import SYSTEM_PROMPT, parse_boxes, prompt_messages
+    from vlm import load_model_and_processor
+
+    image = _read_image(args.image)
+    boxes = [box for text in args.boxes for box in parse_boxes(text)]
+    model, processor = load_model_and_processor(model_args)
+    tokenizer = processor.tokenizer
+    tokens = SpecialTokens.from_tokenizer(processor)
+    messages = prompt_messages(args.question, args.system_prompt or SYSTEM_PROMPT)
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
+    prompt_ids, prompt_mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
+    sizes = [[(image.height, image.width)]]
+
+    tracer = SaliencyTracer(model, tokens, row=ROWS[args.row])
+    if args.completion is None:
+        traced = tracer.generate(
+            prompt_ids,
+            image_sizes=sizes,
+            attention_mask=prompt_mask,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            **inputs,
+        )
+        maps = {args.map: traced.maps[0]}
+    else:
+        completion = tokenizer(args.completion, add_special_tokens=False, return_tensors="pt").input_ids
+        maps = {
+            args.map: tracer.score(prompt_ids, completion.to(model.device), prompt_mask, image_sizes=sizes, **inputs)[0]
+        }
+    completion_ids = maps[args.map].completion_ids
+    for name in args.baselines:
+        method = _baseline(name, model, tokens, args)
+        maps[name] = method.attribute(
+            prompt_ids, completion_ids[None].to(model.device), prompt_mask, image_sizes=sizes, **inputs
+        )[0]
+
+    summary = _summary(args, maps[args.map], tokenizer, boxes)
+    if maps[args.map].has_map:
+        summary["maps"] = _write_maps(maps, image, boxes, Path(args.output_dir))
+        summary["panels"] = "panels.png"
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_dir) / "trace.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _read_image(path: str) -> Image.Image:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--image {path!r}: no such file")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except UnidentifiedImageError as err:
+        raise ValueError(f"--image {path!r} is not an image PIL can read") from err
+
+
+def _baseline(name: str, model, tokens: SpecialTokens, args: TraceArguments):
+    if name == IntegratedGradients.kind:
+        return IntegratedGradients(model, tokens, steps=args.ig_steps)
+    if name == RISE.kind:
+        return RISE(model, tokens, num_masks=args.rise_masks)
+    return BASELINES[name](model, tokens)
+
+
+def _summary(args: TraceArguments, maps: SaliencyMaps, tokenizer, boxes: list[list[float]]) -> dict:
+    ids = maps.completion_ids.tolist()
+    summary = {
+        "image": args.image,
+        "question": args.question,
+        "completion": tokenizer.decode(ids),
+        "has_map": maps.has_map,
+        "reason": maps.reason,
+        "boxes": boxes,
+    }
+    if maps.spans is not None:
+        thinking, answer = maps.spans.thinking, maps.spans.answer
+        summary["thinking"] = tokenizer.decode(ids[max(thinking[0], 0) : thinking[1]])
+        summary["answer"] = tokenizer.decode(ids[answer[0] : answer[1]])
+        summary["spans"] = {"thinking": list(thinking), "answer": list(answer)}
+    return summary
+
+
+def _write_maps(maps: dict[str, SaliencyMaps], image: Image.Image, boxes, output_dir: Path) -> dict:
+    """Per kind: the answer map at the image size (.npy, float32) and its overlay (.png); then all side by side."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files, panels = {}, [image]
+    for kind, sample in maps.items():
+        heatmap = sample.answer_map(kind)[0].upsampled()
+        np.save(output_dir / f"{kind}.npy", heatmap.astype(np.float32))
+        picture = overlay(image, heatmap, boxes)
+        picture.save(output_dir / f"{kind}.png")
+        panels.append(picture)
+        files[kind] = {"npy": f"{kind}.npy", "png": f"{kind}.png"}
+    side_by_side(panels, ["image", *maps]).save(output_dir / "panels.png")
+    return files
