@@ -46,8 +46,6 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         self._trace = reads_maps or getattr(config, "log_saliency_metrics", False)
         capture = getattr(config, "saliency_capture", "auto")
         self._capture = ("score" if self.use_vllm else "generate") if capture == "auto" else capture
-        if self._capture == "generate" and self.use_vllm:
-            raise ValueError("--saliency_capture generate needs HF generate; with --use_vllm use 'score' or 'auto'")
         self._row = getattr(config, "saliency_row", "q")
         self._tracer: SaliencyTracer | None = None
         self._pending: list[SaliencyMaps] | None = None

@@ -9,6 +9,8 @@ from data_tools import SYSTEM_PROMPT, generate_synthetic
 from rewards import accuracy_reward, format_reward, iou_reward
 from vlm import build_tiny_vlm, load_processor
 
+from steering import steer_to
+
 TOKENIZER_TEXTS = [
     SYSTEM_PROMPT,
     "<think>The red circle is at the top left.</think>red",
@@ -36,19 +38,6 @@ class RecordInputs:
     def __call__(self, prompts, completions, completion_ids=None, **columns):
         self.calls.append((completions, columns))
         return [0.0] * len(completions)
-
-
-def steer_to(tokenizer, text):
-    """`sequence_bias` that makes generation spell `text` then end the turn, whatever the random weights say.
-
-    Each token gets a large bias when the tokens before it match (contexts of up to two tokens, enough for `text`
-    whose repeated tokens are followed by different ones), so the model is steered through TRL's own generation.
-    """
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    bias = {(ids[0],): 100.0}
-    for i in range(1, len(ids)):
-        bias[tuple(ids[max(0, i - 2) : i + 1])] = 300.0
-    return bias
 
 
 @pytest.mark.slow

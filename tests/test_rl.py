@@ -1,0 +1,134 @@
+"""GRPO with the saliency reward on the embedded tiny model: maps reach the rewards, both capture modes agree,
+bad completions never give NaN, metrics are logged, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from steering import steer_to
+from trl import ModelConfig
+
+from rewards import get_reward_funcs
+from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
+from vlm import load_model_and_processor
+
+REPO = Path(__file__).resolve().parents[1]
+REASONED = "<think>The red circle is at the top left.</think>red"
+
+
+class RecordInputs:
+    """A reward of weight 0 that keeps the columns TRL passed to the rewards."""
+
+    __name__ = "record_inputs"
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns):
+        self.calls.append({"completions": completions, **columns})
+        return [0.0] * len(completions)
+
+
+def train(model_dir, data_dir, out, *, steer: str, capture: str = "auto", rewards=("format", "accuracy", "saliency"),
+          steps: int = 1) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
+    model, processor = load_model_and_processor(ModelConfig(model_name_or_path=str(model_dir), dtype="float32"),
+                                                 for_training=True)
+    funcs, weights = get_reward_funcs(dict.fromkeys(rewards, 1.0))
+    recorder = RecordInputs()
+    args = SaliencyGRPOConfig(
+        output_dir=str(out), max_steps=steps, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=24, learning_rate=1e-5, reward_weights=[*weights, 0.0], logging_steps=1,
+        save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0, saliency_capture=capture,
+        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, steer)},
+    )
+    dataset = load_grpo_dataset(str(data_dir), split="rl").select(range(4))
+    trainer = SaliencyGRPOTrainer(model=model, reward_funcs=[*funcs, recorder], args=args, train_dataset=dataset,
+                                  processing_class=processor)
+    trainer.train()
+    return trainer, recorder
+
+
+def test_each_completion_gets_its_maps_in_both_capture_modes(tiny_model_dir, synthetic_data_dir, tmp_path):
+    _, generated = train(tiny_model_dir, synthetic_data_dir, tmp_path / "g", steer=REASONED, capture="generate")
+    _, scored = train(tiny_model_dir, synthetic_data_dir, tmp_path / "s", steer=REASONED, capture="score")
+    for g, s in zip(generated.calls, scored.calls):
+        assert [c[0]["content"] for c in g["completions"]] == [REASONED] * 4
+        for column in ("saliency_map", "saliency_map_direct"):
+            for image, from_generate, from_score in zip(g["image"], g[column], s[column]):
+                assert from_generate.shape == (image.height, image.width)
+                assert np.isfinite(from_generate).all() and from_generate.max() > 0
+                # The map captured inside generate equals the one from a separate scoring forward.
+                np.testing.assert_allclose(from_generate, from_score, rtol=1e-4, atol=1e-6 * from_score.max())
+
+
+def test_badly_formatted_completions_get_no_map_and_a_finite_zero(tiny_model_dir, synthetic_data_dir, tmp_path):
+    trainer, recorder = train(tiny_model_dir, synthetic_data_dir, tmp_path / "bad", steer="red")
+    call = recorder.calls[0]
+    assert call["saliency_map"] == [None] * 4
+    log = next(entry for entry in trainer.state.log_history if "reward" in entry)
+    assert log["rewards/saliency_energy_pg/mean"] == 0.0
+    assert log["saliency_energy_pg/bad_format"] == 1.0
+    assert log["saliency/empty_maps"] == 1.0
+    assert all(math.isfinite(v) for v in log.values() if isinstance(v, float))
+
+
+def test_step_logs_the_saliency_metrics(tiny_model_dir, synthetic_data_dir, tmp_path):
+    trainer, recorder = train(tiny_model_dir, synthetic_data_dir, tmp_path / "logs", steer=REASONED)
+    log = next(entry for entry in trainer.state.log_history if "reward" in entry)
+    call = recorder.calls[0]
+    from rewards import energy_pointing_game, pointing_game
+
+    energy = np.mean([energy_pointing_game(m, b) for m, b in zip(call["saliency_map"], call["bbox"])])
+    assert log["saliency/energy_pg"] == pytest.approx(energy)
+    assert log["rewards/saliency_energy_pg/mean"] == pytest.approx(energy)  # format is 1 for every completion
+    assert log["saliency/pg"] == pytest.approx(np.mean([pointing_game(m, b) for m, b in zip(call["saliency_map"], call["bbox"])]))
+    assert 0.0 < log["saliency/tracer_time_share"] < 1.0
+    assert log["tokens_per_second"] > 0
+
+
+def test_control_run_without_the_saliency_reward_still_logs_the_maps(tiny_model_dir, synthetic_data_dir, tmp_path):
+    trainer, recorder = train(tiny_model_dir, synthetic_data_dir, tmp_path / "control", steer=REASONED,
+                              rewards=("format", "accuracy"))
+    log = next(entry for entry in trainer.state.log_history if "reward" in entry)
+    assert "rewards/saliency_energy_pg/mean" not in log and "saliency/energy_pg" in log
+
+
+def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):
+    with pytest.raises(ValueError, match="saliency_capture"):
+        SaliencyGRPOConfig(output_dir=str(tmp_path), use_vllm=True, saliency_capture="generate")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_dir, tmp_path):
+    out = tmp_path / "resumable"
+    command = [
+        sys.executable, str(REPO / "launch" / "grpo.py"), "--config", str(REPO / "configs/grpo/tiny_cpu.yaml"),
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(synthetic_data_dir),
+        "--output_dir", str(out), "--max_steps", "6", "--save_steps", "2", "--per_device_train_batch_size", "4",
+        "--num_generations", "2", "--max_completion_length", "8", "--max_train_samples", "16",
+        "--report_to", "none", "--resume_from_checkpoint", "true",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 400
+    while not list(out.glob("checkpoint-2/trainer_state.json")) and time.time() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Continuing training from global step" in resumed.stderr + resumed.stdout
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert steps[-1] == 6
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert all(math.isfinite(e.get("loss", 0.0)) for e in state["log_history"])
