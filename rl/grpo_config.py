@@ -39,11 +39,11 @@ class SaliencyGRPOConfig(GRPOConfig):
         },
     )
 
-
     def __post_init__(self) -> None:
         if self.use_vllm and self.saliency_capture == "generate":
             raise ValueError("--saliency_capture generate reads HF generate; with --use_vllm use 'score' or 'auto'")
         super().__post_init__()
+
 
 @dataclass
 class GRPOScriptArguments:
