@@ -44,9 +44,9 @@ __all__ = [
     "make_example",
     "normalise_boxes",
     "parse_boxes",
+    "prompt_messages",
     "read_records",
     "rows_to_dataset",
-    "prompt_messages",
     "sft_messages",
     "validate_rows",
 ]

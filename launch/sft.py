@@ -12,9 +12,9 @@ from pathlib import Path
 # Python puts this script's folder first on sys.path, where this file would shadow the `sft` package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from trl import ModelConfig, SFTConfig, TrlParser  # noqa: E402
+from trl import ModelConfig, SFTConfig, TrlParser
 
-from sft import SFTScriptArguments, run_sft  # noqa: E402
+from sft import SFTScriptArguments, run_sft
 
 if __name__ == "__main__":
     parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))

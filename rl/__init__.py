@@ -5,4 +5,11 @@ from .grpo_data import load_grpo_dataset
 from .grpo_run import run_grpo
 from .grpo_trainer import MAP_COLUMNS, SaliencyGRPOTrainer
 
-__all__ = ["MAP_COLUMNS", "GRPOScriptArguments", "SaliencyGRPOConfig", "SaliencyGRPOTrainer", "load_grpo_dataset", "run_grpo"]
+__all__ = [
+    "MAP_COLUMNS",
+    "GRPOScriptArguments",
+    "SaliencyGRPOConfig",
+    "SaliencyGRPOTrainer",
+    "load_grpo_dataset",
+    "run_grpo",
+]

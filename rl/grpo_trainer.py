@@ -63,7 +63,9 @@ class SaliencyGRPOTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if not (self._trace and self._capture == "generate"):
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         with self.tracer.recording() as recording:
             completion_ids, logprobs = super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
@@ -94,15 +96,21 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         ).to(self.accelerator.device)
         vision = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
         return self.tracer.score(
-            batch["input_ids"], completion_ids, batch["attention_mask"], completion_mask,
-            image_sizes=_image_sizes(images, len(images)), **vision,
+            batch["input_ids"],
+            completion_ids,
+            batch["attention_mask"],
+            completion_mask,
+            image_sizes=_image_sizes(images, len(images)),
+            **vision,
         )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._completion_tokens += sum(len(ids) for ids in completion_ids_list)
         if self._trace:
             start = time.perf_counter()
-            maps = self._pending if self._capture == "generate" else self._score_maps(inputs, prompts, completion_ids_list)
+            maps = (
+                self._pending if self._capture == "generate" else self._score_maps(inputs, prompts, completion_ids_list)
+            )
             self._pending = None
             if maps is None or len(maps) != len(inputs):
                 raise RuntimeError(

@@ -45,16 +45,22 @@ class SFTScriptArguments:
     )
     max_image_side: int | None = field(
         default=None,
-        metadata={"help": "Resize images whose longer side exceeds this many pixels (boxes stay right); none when unset."},
+        metadata={
+            "help": "Resize images whose longer side exceeds this many pixels (boxes stay right); none when unset."
+        },
     )
     min_pixels: int | None = field(
-        default=None, metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."}
+        default=None,
+        metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."},
     )
     max_pixels: int | None = field(
-        default=None, metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."}
+        default=None,
+        metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."},
     )
     merge_adapter: bool = field(
         default=False,
-        metadata={"help": "After training a LoRA adapter, also save the base model with the adapter merged in "
-                  "(to `<output_dir>/merged`)."},
+        metadata={
+            "help": "After training a LoRA adapter, also save the base model with the adapter merged in "
+            "(to `<output_dir>/merged`)."
+        },
     )

@@ -3,13 +3,12 @@
 import math
 
 import pytest
+from steering import steer_to
 from trl import GRPOConfig, GRPOTrainer
 
 from data_tools import SYSTEM_PROMPT, generate_synthetic
 from rewards import accuracy_reward, format_reward, iou_reward
 from vlm import build_tiny_vlm, load_processor
-
-from steering import steer_to
 
 TOKENIZER_TEXTS = [
     SYSTEM_PROMPT,

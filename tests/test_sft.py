@@ -16,7 +16,6 @@ from PIL import Image
 from trl import ModelConfig, SFTConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from data_tools import format_assistant
 from sft import SFTScriptArguments, load_sft_dataset, run_sft
 from vlm import load_processor
 
@@ -29,10 +28,31 @@ def parse(argv: list[str]) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
 
 def tiny_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
-        "--dtype", "float32", "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
-        "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
-        "--max_length", "512", *extra,
+        "--model_name_or_path",
+        str(model),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--dtype",
+        "float32",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--max_length",
+        "512",
+        *extra,
     ]
 
 
@@ -43,8 +63,13 @@ def trained_steps(out: Path) -> int:
 
 
 def test_full_fine_tuning_moves_every_decoder_projection(tiny_model_dir, synthetic_data_dir, tmp_path):
-    out = run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "full", "--save_strategy", "steps",
-                                   "--save_steps", "2")))
+    out = run_sft(
+        *parse(
+            tiny_args(
+                tiny_model_dir, synthetic_data_dir, tmp_path / "full", "--save_strategy", "steps", "--save_steps", "2"
+            )
+        )
+    )
     assert (out / "model.safetensors").is_file() and (out / "processor_config.json").is_file()
     assert trained_steps(out) == 2
     from safetensors.torch import load_file
@@ -55,8 +80,22 @@ def test_full_fine_tuning_moves_every_decoder_projection(tiny_model_dir, synthet
 
 
 def test_lora_trains_only_the_adapter(tiny_model_dir, synthetic_data_dir, tmp_path):
-    out = run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "lora", "--use_peft",
-                                   "--lora_r", "4", "--lora_target_modules", "all-linear", "--merge_adapter", "true")))
+    out = run_sft(
+        *parse(
+            tiny_args(
+                tiny_model_dir,
+                synthetic_data_dir,
+                tmp_path / "lora",
+                "--use_peft",
+                "--lora_r",
+                "4",
+                "--lora_target_modules",
+                "all-linear",
+                "--merge_adapter",
+                "true",
+            )
+        )
+    )
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 4
     assert (out / "merged" / "model.safetensors").is_file()
@@ -64,9 +103,24 @@ def test_lora_trains_only_the_adapter(tiny_model_dir, synthetic_data_dir, tmp_pa
 
 
 def test_qlora_trains_a_4bit_model(tiny_model_dir, synthetic_data_dir, tmp_path):
-    out = run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "qlora", "--use_peft",
-                                   "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj",
-                                   "--load_in_4bit", "--bnb_4bit_quant_type", "nf4")))
+    out = run_sft(
+        *parse(
+            tiny_args(
+                tiny_model_dir,
+                synthetic_data_dir,
+                tmp_path / "qlora",
+                "--use_peft",
+                "--lora_r",
+                "4",
+                "--lora_target_modules",
+                "q_proj",
+                "v_proj",
+                "--load_in_4bit",
+                "--bnb_4bit_quant_type",
+                "nf4",
+            )
+        )
+    )
     assert (out / "adapter_model.safetensors").is_file()
 
 
@@ -90,43 +144,97 @@ def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
     records = []
     for i, colour in enumerate(["red", "blue", "green"]):
         Image.new("RGB", (64, 48), colour).save(images / f"{i}.png")
-        records.append({
-            "id": f"q{i}", "image": f"{i}.png",
-            "conversations": [
-                {"from": "human", "value": "<image>\nWhat colour is the image?"},
-                {"from": "gpt", "value": f"<SUMMARY>Look at it.</SUMMARY><CAPTION>A flat image.</CAPTION>"
-                                        f"<REASONING>Every pixel is {colour}.</REASONING><CONCLUSION>{colour}</CONCLUSION>"},
-            ],
-        })
+        records.append(
+            {
+                "id": f"q{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is the image?"},
+                    {
+                        "from": "gpt",
+                        "value": f"<SUMMARY>Look at it.</SUMMARY><CAPTION>A flat image.</CAPTION>"
+                        f"<REASONING>Every pixel is {colour}.</REASONING><CONCLUSION>{colour}</CONCLUSION>",
+                    },
+                ],
+            }
+        )
     source = tmp_path / "train.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in records))
     rows = load_sft_dataset(str(source), source="llava_cot", split="train", image_dir=str(images))
     assert len(rows) == 3
     assert rows[0]["messages"][-1]["content"][0]["text"].endswith("</think>red")
-    out = run_sft(*parse(tiny_args(tiny_model_dir, source, tmp_path / "out", "--dataset_source", "llava_cot",
-                                   "--dataset_train_split", "train", "--image_dir", str(images))))
+    out = run_sft(
+        *parse(
+            tiny_args(
+                tiny_model_dir,
+                source,
+                tmp_path / "out",
+                "--dataset_source",
+                "llava_cot",
+                "--dataset_train_split",
+                "train",
+                "--image_dir",
+                str(images),
+            )
+        )
+    )
     assert (out / "model.safetensors").is_file()
 
 
 def test_bad_rows_stop_before_training_and_name_the_row(tiny_model_dir, tmp_path):
     source = tmp_path / "train.jsonl"
-    source.write_text(json.dumps({"id": "broken", "image": "missing.png", "conversations": [
-        {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "<CONCLUSION>a</CONCLUSION>"}]}))
+    source.write_text(
+        json.dumps(
+            {
+                "id": "broken",
+                "image": "missing.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nQ?"},
+                    {"from": "gpt", "value": "<CONCLUSION>a</CONCLUSION>"},
+                ],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="broken"):
-        run_sft(*parse(tiny_args(tiny_model_dir, source, tmp_path / "out", "--dataset_source", "llava_cot",
-                                 "--dataset_train_split", "train", "--image_dir", str(tmp_path))))
+        run_sft(
+            *parse(
+                tiny_args(
+                    tiny_model_dir,
+                    source,
+                    tmp_path / "out",
+                    "--dataset_source",
+                    "llava_cot",
+                    "--dataset_train_split",
+                    "train",
+                    "--image_dir",
+                    str(tmp_path),
+                )
+            )
+        )
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_dir, tmp_path):
     out = tmp_path / "resumable"
-    argv = tiny_args(tiny_model_dir, synthetic_data_dir, out, "--max_steps", "8", "--save_strategy", "steps",
-                     "--save_steps", "2", "--resume_from_checkpoint", "true")
+    argv = tiny_args(
+        tiny_model_dir,
+        synthetic_data_dir,
+        out,
+        "--max_steps",
+        "8",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "true",
+    )
     command = [sys.executable, str(REPO / "launch" / "sft.py"), *argv]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while not list(out.glob("checkpoint-2/trainer_state.json")) and time.time() < deadline:
         assert process.poll() is None, "training ended before it could be killed"
@@ -135,7 +243,7 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_d
     process.wait()
     killed_at = trained_steps(out)
     assert 2 <= killed_at < 8
-    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Continuing training from global step {killed_at}" in resumed.stderr + resumed.stdout
     assert trained_steps(out) == 8
