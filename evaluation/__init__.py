@@ -11,7 +11,6 @@ from .evaluate import evaluate_model, load_rows, run_eval, write_outputs
 from .export import mask_box, run_export
 from .faithfulness import (
     FaithfulnessResult,
-    ImageTokenReplacement,
     answer_log_prob_curves,
     faithfulness_curves,
     patch_order,
@@ -19,13 +18,12 @@ from .faithfulness import (
 from .generation import TracedCompletion, build_prompts, generate_completions, prompt_inputs, trace_completions
 from .metrics import answer_metrics, answer_scores, mean_interval, pointing_scores, summarise
 from .phrases import Phrase, noun_phrases
-from .report import line_plot, overlay, render_report
+from .report import line_plot, render_report, sample_overlay
 
 __all__ = [
     "EvalArguments",
     "ExportArguments",
     "FaithfulnessResult",
-    "ImageTokenReplacement",
     "InferenceArguments",
     "Phrase",
     "TracedCompletion",
@@ -43,13 +41,13 @@ __all__ = [
     "mask_box",
     "mean_interval",
     "noun_phrases",
-    "overlay",
     "patch_order",
     "pointing_scores",
     "prompt_inputs",
     "render_report",
     "run_eval",
     "run_export",
+    "sample_overlay",
     "summarise",
     "trace_completions",
     "write_outputs",

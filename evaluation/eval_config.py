@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_tools import SYSTEM_PROMPT
+from saliency.baselines import BASELINES
 
 
 @dataclass
@@ -115,8 +116,9 @@ class EvalArguments(InferenceArguments):
     faithfulness_baselines: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Baseline saliency methods of `saliency.baselines` also scored by the curves, by kind name "
-            "(e.g. 'attention rollout'); none by default."
+            "help": "Baseline saliency methods also scored by the curves, by kind (keys of "
+            "`saliency.baselines.BASELINES`: attention, rollout, gradient, integrated_gradients, rise); none by "
+            "default."
         },
     )
     compare_to: str | None = field(
@@ -143,6 +145,9 @@ class EvalArguments(InferenceArguments):
         for name in ("faithfulness_steps", "faithfulness_random_orders"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        unknown = sorted(set(self.faithfulness_baselines) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"--faithfulness_baselines {unknown} unknown; choose from {', '.join(sorted(BASELINES))}")
         if self.compare_to is not None and self.compare_model_name_or_path is not None:
             raise ValueError("pass either --compare_to or --compare_model_name_or_path, not both")
         if self.completions_file is not None and self.compare_model_name_or_path is not None:

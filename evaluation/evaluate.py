@@ -17,13 +17,14 @@ from trl import ModelConfig
 
 from data_tools import ValidationReport, load_source
 from saliency import SaliencyTracer, SpecialTokens
+from saliency.baselines import BASELINES
 
 from .checkpoints import load_checkpoint
 from .eval_config import EvalArguments, InferenceArguments
 from .faithfulness import faithfulness_curves
 from .generation import image_sizes, prompt_inputs, trace_completions
 from .metrics import answer_scores, pointing_scores, summarise
-from .report import overlay, render_report
+from .report import render_report, sample_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def evaluate_model(
             record["overlays"] = {}
             for kind in args.saliency_maps:
                 path = Path("overlays") / f"{_file_stem(traced.index, row['question_id'])}_{kind}.png"
-                overlay(row["image"], upsampled[kind], row["bbox"]).save(output_dir / path)
+                sample_overlay(row["image"], upsampled[kind], row["bbox"]).save(output_dir / path)
                 record["overlays"][kind] = str(path)
         if traced.maps.has_map and len(faithful_rows) < args.faithfulness_samples:
             faithful_rows.append((traced.index, traced.completion_ids, traced.maps))
@@ -227,10 +228,17 @@ def _evaluate_checkpoint(args: EvalArguments, model_args: ModelConfig, rows) -> 
     if args.completions_file:
         completions = read_completions(args.completions_file, rows["question_id"])
     model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    with torch.no_grad():
-        return evaluate_model(
-            model, processor, rows, args, model_name=model_args.model_name_or_path, completions=completions
-        )
+    tokens = SpecialTokens.from_tokenizer(processor)
+    baselines = [BASELINES[name](model, tokens) for name in args.faithfulness_baselines]
+    return evaluate_model(
+        model,
+        processor,
+        rows,
+        args,
+        model_name=model_args.model_name_or_path,
+        completions=completions,
+        baselines=baselines,
+    )
 
 
 def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:

@@ -7,7 +7,7 @@ patches (the merged patch grid the maps live on, most salient first):
 - insertion: every patch is removed except the top ``k/steps`` fraction.
 
 A patch is removed by replacing its image-token embedding, at the input of the language model, with zeros
-(:class:`ImageTokenReplacement`); the vision tower and every other token are untouched. The score at each point
+(`saliency.baselines.replaced_image_embeddings`); the vision tower and every other token are untouched. The score at each point
 is the teacher-forced log-probability of the original answer tokens (summed), given the prompt and the original
 thinking. A faithful map makes the deletion curve fall fast (low area under it) and the insertion curve rise fast
 (high area); a random patch order is the reference both are compared with.
@@ -23,41 +23,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import BatchFeature
-from typing_extensions import Self
 
 from saliency import ModelAdapter, SaliencyMaps
+from saliency.baselines import replaced_image_embeddings
 
 CURVES = ("deletion", "insertion")
-
-
-class ImageTokenReplacement:
-    """Context manager: while active, the language model sees zeros instead of the embeddings at ``replace``.
-
-    ``replace`` is a (batch, length) boolean mask over the positions of the model's input. The hook sits on the
-    adapter's text model (where image features have already been merged into the embeddings) and is removed on
-    exit, also when the forward raises.
-    """
-
-    def __init__(self, adapter: ModelAdapter, replace: torch.Tensor):
-        self.text_model: nn.Module = adapter.text_model
-        self.replace = replace
-        self._handle = None
-
-    def _hook(self, module, args, kwargs):
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is None or embeds.shape[:2] != self.replace.shape:
-            shape = None if embeds is None else tuple(embeds.shape[:2])
-            raise RuntimeError(f"expected inputs_embeds of shape {tuple(self.replace.shape)} + (hidden,), got {shape}")
-        kwargs["inputs_embeds"] = embeds.masked_fill(self.replace[..., None].to(embeds.device), 0.0)
-        return args, kwargs
-
-    def __enter__(self) -> Self:
-        self._handle = self.text_model.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
-        self._handle = None
 
 
 def patch_order(maps: SaliencyMaps, kind: str) -> torch.Tensor:
@@ -137,7 +107,7 @@ def answer_log_prob_curves(
         replace = masks[start : start + batch_size]
         copies = len(replace)
         batch = {k: torch.cat([v] * copies) for k, v in model_inputs.items()}
-        with ImageTokenReplacement(adapter, replace):
+        with replaced_image_embeddings(adapter, replace, torch.zeros_like):
             logits = model(
                 input_ids=input_ids.expand(copies, -1),
                 attention_mask=attention_mask.expand(copies, -1),

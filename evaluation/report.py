@@ -17,47 +17,25 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rewards import as_boxes
+from saliency import heatmap
 
-# Anchor colours of the heatmap colour scale, from no saliency (dark blue) to the most (yellow-white).
-_HEAT_ANCHORS = np.array([[0, 0, 80], [40, 40, 200], [200, 40, 160], [250, 140, 20], [255, 250, 180]], dtype=np.float64)
 _LINE_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
 _DISPLAY_SIDE = 256
 
 
-def heat_colours(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> uint8 RGB of the report's colour scale (shape + (3,))."""
-    position = np.clip(values, 0.0, 1.0) * (len(_HEAT_ANCHORS) - 1)
-    low = np.minimum(position.astype(int), len(_HEAT_ANCHORS) - 2)
-    weight = (position - low)[..., None]
-    return ((1 - weight) * _HEAT_ANCHORS[low] + weight * _HEAT_ANCHORS[low + 1]).round().astype(np.uint8)
+def sample_overlay(image: Image.Image, saliency_map: np.ndarray | None, boxes: Any) -> Image.Image:
+    """`saliency.heatmap.overlay` of a row's map and evidence boxes, enlarged to a 256-pixel longer side at least.
 
-
-def overlay(image: Image.Image, saliency_map: np.ndarray | None, boxes: Any, alpha: float = 0.55) -> Image.Image:
-    """The image with the map (scaled to its maximum) blended over it and the evidence boxes drawn in green.
-
-    Without a map (None or no positive value) only the boxes are drawn, on a greyed image. Small images are
-    enlarged so that the longer side is at least 256 pixels.
+    A row without a map (None) or with a map without positive mass is drawn with an all-zero map (darkened image,
+    boxes only); negative values are clipped.
     """
-    base = image.convert("RGB")
-    if saliency_map is None or not np.isfinite(saliency_map).all() or saliency_map.max() <= 0:
-        canvas = Image.blend(base, Image.new("RGB", base.size, (128, 128, 128)), 0.6)
-    else:
-        if saliency_map.shape != (base.height, base.width):
-            raise ValueError(
-                f"map of shape {saliency_map.shape} does not match the image's {(base.height, base.width)}"
-            )
-        heat = Image.fromarray(heat_colours(np.maximum(saliency_map, 0) / saliency_map.max()))
-        canvas = Image.blend(base, heat, alpha)
-    scale = max(1.0, _DISPLAY_SIDE / max(canvas.size))
-    canvas = canvas.resize((round(canvas.width * scale), round(canvas.height * scale)), Image.Resampling.BILINEAR)
-    draw = ImageDraw.Draw(canvas)
-    for x1, y1, x2, y2 in as_boxes(boxes):
-        draw.rectangle(
-            [x1 * canvas.width, y1 * canvas.height, x2 * canvas.width - 1, y2 * canvas.height - 1],
-            outline=(0, 230, 0),
-            width=max(2, round(scale)),
-        )
-    return canvas
+    scale = max(1.0, _DISPLAY_SIDE / max(image.size))
+    shown = image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)))
+    if saliency_map is None or not np.isfinite(saliency_map).all():
+        saliency_map = np.zeros((image.height, image.width), dtype=np.float32)
+    if saliency_map.shape != (image.height, image.width):
+        raise ValueError(f"map of shape {saliency_map.shape} does not match the image's {(image.height, image.width)}")
+    return heatmap.overlay(shown, np.maximum(saliency_map, 0), as_boxes(boxes))
 
 
 def line_plot(

@@ -7,12 +7,13 @@ from eval_helpers import reference_completions
 from trl import ModelConfig
 
 from data_tools import generate_split
-from evaluation import ImageTokenReplacement, answer_log_prob_curves, faithfulness_curves, patch_order, prompt_inputs
+from evaluation import answer_log_prob_curves, faithfulness_curves, patch_order, prompt_inputs
 from evaluation.checkpoints import load_checkpoint
 from evaluation.evaluate import make_tracer
 from evaluation.faithfulness import auc, random_orders
 from evaluation.generation import trace_completions
 from saliency import CompletionSpans, ImageLayout, SaliencyMaps
+from saliency.baselines import BASELINES
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +93,6 @@ def test_deletion_in_one_order_is_insertion_in_the_reverse_order(setup):
     np.testing.assert_allclose(curves["deletion"][0], curves["insertion"][1][::-1], atol=1e-4)
 
 
-def test_the_hook_is_removed_on_exit_and_on_error(setup):
-    model, processor, rows, tracer, _ = setup
-    inputs = prompt_inputs(processor, rows.select([0]))
-    text_model = tracer.adapter.text_model
-    with ImageTokenReplacement(tracer.adapter, torch.zeros(1, 3, dtype=torch.bool)):
-        assert len(text_model._forward_pre_hooks) == 1
-        with pytest.raises(RuntimeError, match="inputs_embeds of shape"):
-            model(**inputs)
-    assert len(text_model._forward_pre_hooks) == 0
-
-
 def test_patch_order_ranks_by_the_answer_summed_score():
     scores = torch.tensor([[9.0, 9.0, 9.0, 9.0], [0.0, 3.0, -1.0, 2.0], [0.0, 1.0, -1.0, -5.0]])
     layout = ImageLayout(positions=torch.tensor([0, 1, 2, 3]), grid=(2, 2), size=(4, 4))
@@ -138,6 +128,7 @@ def test_faithfulness_curves_average_methods_and_the_random_baseline(setup):
     ]
     result = faithfulness_curves(model, tracer.adapter, samples, steps=2, random_orders_per_row=2, seed=0)
     assert set(result.curves) == {"flow", "random"} and result.n_rows == 2
+    assert all(len(c) == 3 for curves in result.curves.values() for c in curves.values())
     one = _curves(setup, 0, [patch_order(traced[0].maps, "flow")], steps=2)
     two = _curves(setup, 1, [patch_order(traced[1].maps, "flow")], steps=2)
     np.testing.assert_allclose(
@@ -150,3 +141,17 @@ def test_faithfulness_curves_average_methods_and_the_random_baseline(setup):
     assert all(np.isfinite(v) for method in areas.values() for v in method.values())
     with pytest.raises(ValueError, match="at least one row"):
         faithfulness_curves(model, tracer.adapter, [])
+
+
+def test_a_baseline_method_is_scored_beside_the_tracer(setup):
+    model, processor, rows, tracer, traced = setup
+    gradient = BASELINES["gradient"](model, tracer.tokens)
+    inputs = prompt_inputs(processor, [rows[0]])
+    vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    maps = gradient.attribute(inputs["input_ids"], traced[0].completion_ids[None], **vision)[0]
+    samples = [(inputs, traced[0].completion_ids, {"flow": traced[0].maps, "gradient": maps})]
+    result = faithfulness_curves(model, tracer.adapter, samples, steps=2, random_orders_per_row=1)
+    assert set(result.aucs()) == {"flow", "gradient", "random"}
+    # Every method starts its deletion curve from the same unperturbed score.
+    starts = {m: c["deletion"][0] for m, c in result.curves.items()}
+    assert max(starts.values()) - min(starts.values()) < 1e-4

@@ -51,6 +51,8 @@ def test_bad_flags_are_named():
         EvalArguments(saliency_maps=["flow", "grad"])
     with pytest.raises(ValueError, match="--compare_to or --compare_model_name_or_path"):
         EvalArguments(compare_to="a.json", compare_model_name_or_path="b")
+    with pytest.raises(ValueError, match="--faithfulness_baselines"):
+        EvalArguments(faithfulness_baselines=["gradcam"])
     with pytest.raises(ValueError, match="--batch_size"):
         EvalArguments(batch_size=0)
 
@@ -95,6 +97,9 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
         str(assets["adapter"]),
         "--completions_file",
         str(assets["completions"]),
+        "--faithfulness_baselines",
+        "gradient",
+        "rollout",
         "--output_dir",
         str(first),
         *common,
@@ -104,6 +109,7 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
     counts = metrics["summary"]["flow/counts"]
     assert counts["no_map"] == 0 and counts["scored"] + counts["empty_map"] == 3  # a random model's map may be empty
     assert metrics["faithfulness"]["n_rows"] == 1
+    assert set(metrics["faithfulness"]["auc"]) == {"flow", "direct", "gradient", "rollout", "random"}
     assert metrics["settings"]["completions"] == "given (scored)"
 
     _launch(

@@ -10,8 +10,17 @@ from PIL import Image
 from trl import ModelConfig
 
 from data_tools import load_source
-from evaluation import EvalArguments, evaluate_model, line_plot, load_checkpoint, overlay, prompt_inputs, write_outputs
+from evaluation import (
+    EvalArguments,
+    evaluate_model,
+    line_plot,
+    load_checkpoint,
+    prompt_inputs,
+    sample_overlay,
+    write_outputs,
+)
 from evaluation.evaluate import read_completions
+from saliency import heatmap
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +87,18 @@ def test_metrics_of_reference_completions(scored_run):
             assert Image.open(f"{args.output_dir}/{path}").size == (256, 256)
 
 
-def test_overlay_draws_the_box_and_the_map():
+def test_sample_overlay_enlarges_and_draws_the_box_and_the_map():
     image = Image.new("RGB", (64, 32), "white")
     heat = np.zeros((32, 64))
     heat[16, 48] = 1.0
-    drawn = np.asarray(overlay(image, heat, [0.5, 0.0, 1.0, 0.5]))
+    drawn = np.asarray(sample_overlay(image, heat, [0.5, 0.0, 1.0, 0.5]))
     assert drawn.shape == (128, 256, 3)  # enlarged to a 256-px long side
-    assert tuple(drawn[0, 200]) == (0, 230, 0)  # the box's top edge
+    assert tuple(drawn[0, 200]) == heatmap.BOX_COLOUR  # the box's top edge
     assert drawn[64, 192].tolist() != drawn[100, 20].tolist()  # the map's peak differs from the background
-    grey = np.asarray(overlay(image, None, [0.5, 0.0, 1.0, 0.5]))
-    assert tuple(grey[100, 20]) != (255, 255, 255)
+    no_map = np.asarray(sample_overlay(image, None, [0.5, 0.0, 1.0, 0.5]))
+    assert tuple(no_map[0, 200]) == heatmap.BOX_COLOUR and tuple(no_map[100, 20]) != (255, 255, 255)
     with pytest.raises(ValueError, match="does not match"):
-        overlay(image, np.ones((8, 8)), [0.0, 0.0, 1.0, 1.0])
+        sample_overlay(image, np.ones((8, 8)), [0.0, 0.0, 1.0, 1.0])
 
 
 def test_line_plot_draws_each_series():
