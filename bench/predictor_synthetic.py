@@ -1,7 +1,7 @@
 """Benchmark the saliency predictor on the synthetic fixation set against its baselines.
 
     python bench/predictor_synthetic.py --config configs/predictor/synthetic_tiny.yaml \
-        [--num_train 300 --num_eval 100 --score_source question --bench_dir outputs/predictor_bench]
+        [--num_train 600 --num_eval 100 --score_source question --bench_dir outputs/predictor_bench]
 
 Builds the synthetic set (scene proposals), trains the recipe twice (proposals on, and the
 proposals-off ablation), scores both and a centre-bias Gaussian on the eval split, runs the deletion
@@ -26,7 +26,7 @@ from predictor.synthetic import SCORE_SOURCES, build_synthetic_fixation_set
 @dataclass
 class BenchArguments:
     bench_dir: str = field(default="outputs/predictor_bench", metadata={"help": "Data, checkpoints and results."})
-    num_train: int = field(default=300, metadata={"help": "Synthetic training questions."})
+    num_train: int = field(default=600, metadata={"help": "Synthetic training questions."})
     num_eval: int = field(default=100, metadata={"help": "Synthetic evaluation questions."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic scenes and fixations."})
     score_source: str = field(

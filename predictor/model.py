@@ -7,6 +7,10 @@ prototypes; the top ``k`` are kept and softmax-weighted, and their prototypes, p
 their refined masks, are combined. A 1x1 conv + sigmoid decoder on [features, combination] gives the
 saliency map, upsampled to the input. Every output says which proposals were kept and with what
 weight, so a map comes with the reasons of its selected objects.
+
+With ``use_proposal_scores`` (an addition to the published model) each proposal's exported score
+enters the head as a constant plane and rides along its prototype as one more channel, so the
+tuned VLM's own ranking of its phrases can inform the prioritisation.
 """
 
 from __future__ import annotations

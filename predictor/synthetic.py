@@ -140,12 +140,12 @@ def build_synthetic_fixation_set(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m predictor.synthetic --out_dir DIR --num_train 300 --num_eval 100``."""
+    """CLI: ``python -m predictor.synthetic --out_dir DIR --num_train 600 --num_eval 100``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", required=True, help="Folder to write images, fixations and proposals into.")
-    parser.add_argument("--num_train", type=int, default=300, help="Questions in the 'train' split.")
+    parser.add_argument("--num_train", type=int, default=600, help="Questions in the 'train' split.")
     parser.add_argument("--num_eval", type=int, default=100, help="Questions in the 'eval' split.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of scenes and fixations.")
     parser.add_argument(

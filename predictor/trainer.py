@@ -41,7 +41,7 @@ def load_predictor(checkpoint: str | Path, device: str = "cpu") -> tuple[Explain
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
     model_config = PredictorModelConfig(**{**state["model_config"], "backbone_weights": None})
     model = ExplainableSaliencyPredictor(model_config).to(device)
     model.load_state_dict(state["model"])
@@ -98,7 +98,7 @@ class PredictorTrainer:
             if found is None:
                 raise FileNotFoundError(f"--resume_from latest: no checkpoint in {self.output_dir}")
             checkpoint = found
-        state = torch.load(checkpoint, map_location=self.args.device, weights_only=False)
+        state = torch.load(checkpoint, map_location=self.args.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
