@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 from .config import PredictorDataConfig
 from .fixations import FixationRecord, density_map, fixation_map, load_map_png, read_fixations
 from .proposals import ExportRecord, read_export
+
+logger = logging.getLogger(__name__)
 
 # Images are normalised with the ImageNet statistics torchvision's pretrained ResNets expect.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -55,6 +58,14 @@ class FixationDataset(torch.utils.data.Dataset):
                         f"image_id {r.key!r}: exported size {e.width}x{e.height} != fixation data size "
                         f"{r.width}x{r.height}"
                     )
+            over = [r.key for r in records if len(export[r.key].proposals) > max_proposals]
+            if over:
+                logger.warning(
+                    "%d images have more than --max_proposals %d proposals (e.g. %r); the lowest-scored are not used",
+                    len(over),
+                    max_proposals,
+                    over[0],
+                )
         self.records = list(records)
         self.export = export
         self.image_size = image_size

@@ -209,12 +209,13 @@ def test_export_reader_rejects_duplicates_and_wrong_mask_size(tmp_path):
         read_export(path)["q1"].load_mask(0)
 
 
-def test_dataset_items_and_collate(tmp_path):
+def test_dataset_items_and_collate(tmp_path, caplog):
     export = read_export(_write_export(tmp_path, boxes=((0.0, 0.0, 0.5, 0.5), (0.1, 0.1, 0.9, 0.9))))
     rows = _air_rows()[:2]
     (tmp_path / "f.json").write_text(json.dumps(rows))
     records = read_air_fixations(tmp_path / "f.json", tmp_path)
     ds = FixationDataset(records, export, image_size=16, max_proposals=1)
+    assert "more than --max_proposals 1" in caplog.text
     item = ds[0]
     assert item["image"].shape == (3, 16, 16) and item["masks"].shape == (1, 16, 16)
     assert item["scores"].tolist() == [pytest.approx(0.6)]  # highest exported score kept first
