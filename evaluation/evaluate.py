@@ -16,12 +16,12 @@ from transformers import PreTrainedModel, ProcessorMixin
 from trl import ModelConfig
 
 from data_tools import ValidationReport, load_source
-from saliency import SaliencyTracer, SpecialTokens
+from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
 
 from .checkpoints import load_checkpoint
 from .eval_config import EvalArguments, InferenceArguments
-from .faithfulness import faithfulness_curves
+from .faithfulness import FaithfulnessResult, faithfulness_curves
 from .generation import image_sizes, prompt_inputs, trace_completions
 from .metrics import answer_scores, pointing_scores, summarise
 from .report import render_report, sample_overlay
@@ -184,7 +184,16 @@ def evaluate_model(
     }
 
 
-def _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines):
+def _faithfulness(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    tracer: SaliencyTracer,
+    rows: datasets.Dataset | Sequence[dict[str, Any]],
+    faithful_rows: Sequence[tuple[int, torch.Tensor, SaliencyMaps]],
+    args: EvalArguments,
+    baselines: Sequence[Any],
+) -> FaithfulnessResult:
+    """Deletion/insertion curves of the tracer's maps (``args.saliency_maps``) and of each baseline's, per row."""
     device = next(model.parameters()).device
     samples = []
     for index, completion_ids, maps in faithful_rows:

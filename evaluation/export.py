@@ -95,8 +95,8 @@ def mask_png(mask: np.ndarray) -> Image.Image:
 
 def completion_phrases(
     tokenizer, maps: SaliencyMaps, object_nouns: Sequence[str] | None
-) -> tuple[str, list[tuple[Phrase, list[int]]]]:
-    """The decoded completion and its object phrases (thinking and answer), each with the tokens that spell it."""
+) -> list[tuple[Phrase, list[int]]]:
+    """The object phrases of a completion's thinking and answer, each with the completion tokens that spell it."""
     ids = maps.completion_ids.tolist()
     text, char_spans = token_char_spans(tokenizer, ids)
     phrases: dict[str, Phrase] = {}
@@ -112,7 +112,7 @@ def completion_phrases(
         tokens = [k for k in tokens_overlapping(char_spans, phrase.spans) if k < answer_end]
         if tokens:
             located.append((phrase, tokens))
-    return text, located
+    return located
 
 
 def _mask_name(image_id: str, index: int) -> str:
@@ -146,8 +146,7 @@ def export_record(
     }
     if not traced.maps.has_map:
         return record
-    _, phrases = completion_phrases(tokenizer, traced.maps, args.object_nouns)
-    for phrase, tokens in phrases:
+    for phrase, tokens in completion_phrases(tokenizer, traced.maps, args.object_nouns):
         mask = traced.maps.map_over(tokens, kind="direct")[0].upsampled()
         boxed = mask_box(mask, args.mask_threshold)
         if boxed is None:

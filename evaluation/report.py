@@ -226,6 +226,8 @@ def _sample_cards(samples: Sequence[Mapping[str, Any]], run_dir: Path, other: tu
             f"{k}: {_number(v)}" for k, v in sample["scores"].items() if not k.endswith("/status") and v is not None
         )
         text = f"<pre>{html.escape(sample['completion'])}</pre>"
+        if sample.get("no_map_reason"):
+            text += f"<p class=n>no saliency map: {html.escape(sample['no_map_reason'])}</p>"
         if theirs is not None:
             text += f"<p class=n>other run:</p><pre>{html.escape(theirs['completion'])}</pre>"
         cards.append(
