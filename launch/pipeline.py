@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             "launch/eval.py",
             "--model_name_or_path",
             str(grpo_out),
-            "--compare_model",
+            "--compare_model_name_or_path",
             str(sft_out),
             "--dataset_name",
             str(data),
