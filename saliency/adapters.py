@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +48,23 @@ def effective_weight(linear: nn.Module, rows: torch.Tensor | None = None) -> tor
         lora_b = lora_b if rows is None else lora_b[rows]
         weight = weight + lora_b @ linear.lora_A[name].weight.float() * linear.scaling[name]
     return weight
+
+
+@contextmanager
+def whole_parameters(modules: list[nn.Module]) -> Iterator[None]:
+    """Inside the block, the parameters of ``modules`` are whole even where DeepSpeed ZeRO-3 partitioned them.
+
+    Gathering is collective: under ZeRO-3 every rank must enter the block. Without partitioned parameters
+    (no DeepSpeed, ZeRO-1/2) it does nothing.
+    """
+    partitioned = [p for module in modules for p in module.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield
 
 
 @dataclass
@@ -130,6 +149,10 @@ class ModelAdapter:
 
     def norm_gain(self) -> torch.Tensor:
         return self.final_norm.weight
+
+    def readout_modules(self) -> list[nn.Module]:
+        """The modules whose weights the maps read: every layer's o_proj, the final norm and the lm_head."""
+        return [attention.o_proj for attention in self.attentions] + [self.final_norm, self.lm_head]
 
     def o_proj_weight(self, layer: int) -> torch.Tensor:
         """The (hidden, heads * head_dim) matrix of layer ``layer``'s output projection, adapters included."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .adapters import ImageGrid, ModelAdapter, adapter_for
+from .adapters import ImageGrid, ModelAdapter, adapter_for, whole_parameters
 from .capture import Recorder, SampleRows, attention_rows, row_mask, traced_attention
 from .decomposition import RowMode, token_scores
 from .output import ImageLayout, SaliencyMaps
@@ -357,6 +357,11 @@ class SaliencyTracer:
 
     @torch.no_grad()
     def _maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
+        # Under DeepSpeed ZeRO-3 the read-out weights are gathered once here, on every rank, whatever its samples.
+        with whole_parameters(self.adapter.readout_modules()):
+            return self._gathered_maps(prompt_ids, completions, image_counts, grids, image_sizes, rows_of)
+
+    def _gathered_maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
         o_proj = [self.adapter.o_proj_weight(layer) for layer in range(len(self.adapter.attentions))]
         prompt_length = prompt_ids.shape[1]
         results = []

@@ -1,0 +1,64 @@
+"""Running the launchers as the scale tests do: several CPU processes on this machine, logs kept on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CPU_ENTRY = "tests/scale_cpu_entry.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launcher_env(**extra: str) -> dict[str, str]:
+    """The environment of a launched run: this venv first on PATH, one thread per process, the repo importable."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def run(commands: list[list[str]], log_dir: Path, timeout: float = 540, env: dict[str, str] | None = None) -> None:
+    """Start every command at once (the "nodes" of one job), wait for all; on failure show the end of each log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logs = [log_dir / f"launcher{i}.log" for i in range(len(commands))]
+    procs = []
+    for command, log in zip(commands, logs):
+        with log.open("w") as out:
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    cwd=REPO,
+                    env=env or launcher_env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    codes = []
+    try:
+        codes = [proc.wait(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+    if any(codes):
+        tails = "\n".join(f"--- {log} (exit {code})\n{log.read_text()[-4000:]}" for log, code in zip(logs, codes))
+        raise AssertionError(f"a launcher failed:\n{tails}")
+
+
+def train_logs(output_dir: Path) -> list[dict]:
+    """The per-step logs of the last checkpoint under ``output_dir`` (full precision, unlike the console)."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry]
