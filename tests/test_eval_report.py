@@ -38,7 +38,7 @@ def _args(root, name, **overrides):
         "batch_size": 4,
         "bootstrap_samples": 200,
         "report_samples": 2,
-        "faithfulness_samples": 2,
+        "faithfulness_samples": 1,
         "faithfulness_steps": 3,
         "faithfulness_random_orders": 1,
     }
@@ -79,7 +79,7 @@ def test_metrics_of_reference_completions(scored_run):
         energy = summary[f"{kind}/energy_pg"]
         assert 0.0 <= energy["low"] <= energy["mean"] <= energy["high"] <= 1.0
     assert set(metrics["faithfulness"]["auc"]) == {"flow", "direct", "random"}
-    assert metrics["faithfulness"]["n_rows"] == 2 and len(metrics["faithfulness"]["fractions"]) == 4
+    assert metrics["faithfulness"]["n_rows"] == 1 and len(metrics["faithfulness"]["fractions"]) == 4
     with_overlays = [r for r in metrics["rows"] if "overlays" in r]
     assert len(with_overlays) == 2
     for row in with_overlays:
