@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
 class PredictorModelConfig:
     """Architecture of :class:`predictor.ExplainableSaliencyPredictor`."""
 
-    backbone: str = field(
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = field(
         default="resnet18",
         metadata={"help": "ResNet layout of the dilated stride-8 backbone: resnet18, resnet34, resnet50 or resnet101."},
     )
@@ -37,7 +38,7 @@ class PredictorModelConfig:
 class PredictorDataConfig:
     """Where the human fixations, images and exported proposals live."""
 
-    fixation_format: str = field(
+    fixation_format: Literal["air", "osie", "salicon"] = field(
         default="air", metadata={"help": "Layout of the fixation files: air, osie or salicon."}
     )
     train_fixations: str | None = field(
@@ -64,7 +65,7 @@ class PredictorDataConfig:
         default=0.03,
         metadata={"help": "Gaussian sigma of the density map built from fixations, as a fraction of the longer side."},
     )
-    on_out_of_bounds: str = field(
+    on_out_of_bounds: Literal["error", "drop"] = field(
         default="error",
         metadata={"help": "Fixations outside the image: 'error' (name the record) or 'drop' (and count them)."},
     )
