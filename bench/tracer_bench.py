@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="Runs of each plain/traced pair (fastest kept).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of weights and inputs.")
     parser.add_argument("--output", default="bench/tracer_results.json", help="Where the JSON results are written.")
+    parser.add_argument(
+        "--render", default=None, help="Print the tables of a results JSON written before; run nothing."
+    )
     args = parser.parse_args(argv)
     bad = [n for n in args.lengths if n < 512 or n % 512]
     if bad:
@@ -368,20 +372,31 @@ def run(args: argparse.Namespace) -> dict:
         )
     for row in results["rows"]:
         for name, measured in runs[row["tokens"]].items():
-            # The fastest run is the least disturbed by other processes; memory is the largest seen.
+            # The fastest run is the least disturbed by other processes; memory is the median.
             row[name] = {
                 "seconds": min(m["seconds"] for m in measured),
                 "wall_seconds": min(m["wall_seconds"] for m in measured),
-                "extra_peak_mib": max(m["extra_peak_mib"] for m in measured),
+                "extra_peak_mib": statistics.median(m["extra_peak_mib"] for m in measured),
                 "runs": measured,
             }
     results["machine"]["load_average_after"] = os.getloadavg()
     return results
 
 
+METHODS = ("generate", "traced_generate", "score", "traced_score", "published", "gradient", "integrated_gradients")
+
+
+def _paired_overhead(row: dict, traced: str, plain: str) -> float | None:
+    """Median over repeats of (traced - plain) extra peak MiB, runs paired in the order they were interleaved."""
+    if traced not in row or plain not in row:
+        return None
+    return statistics.median(
+        t["extra_peak_mib"] - p["extra_peak_mib"] for t, p in zip(row[traced]["runs"], row[plain]["runs"])
+    )
+
+
 def markdown(results: dict) -> str:
-    def get(row, name, key):
-        return row[name][key] if name in row else None
+    """The results as two Markdown tables: CPU time, then extra peak memory."""
 
     def fmt(value, spec=".2f", suffix=""):
         return "n/a" if value is None else f"{value:{spec}}{suffix}"
@@ -390,7 +405,7 @@ def markdown(results: dict) -> str:
         return None if a is None or b is None or b == 0 else a / b
 
     lines = [
-        "CPU time (seconds of this process, all threads; ratios against the plain run beside it)",
+        "CPU time (seconds of this process, all threads; fastest of the repeats; ratios against the plain run beside it)",
         "",
         (
             "| tokens | images | generate | traced generate | score forward | traced score | published | "
@@ -399,57 +414,39 @@ def markdown(results: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
-        s = {
-            name: get(row, name, "seconds")
-            for name in (
-                "generate",
-                "traced_generate",
-                "score",
-                "traced_score",
-                "published",
-                "gradient",
-                "integrated_gradients",
-            )
-        }
+        t = {name: row[name]["seconds"] if name in row else None for name in METHODS}
         lines.append(
-            f"| {row['tokens']} | {row['images']} | {fmt(s['generate'])} | {fmt(s['traced_generate'])} "
-            f"({fmt(ratio(s['traced_generate'], s['generate']), '.2f', 'x')}) | {fmt(s['score'])} | "
-            f"{fmt(s['traced_score'])} ({fmt(ratio(s['traced_score'], s['score']), '.2f', 'x')}) | "
-            f"{fmt(s['published'])} | {fmt(ratio(s['published'], s['traced_score']), '.1f', 'x')} | "
-            f"{fmt(s['gradient'])} | {fmt(s['integrated_gradients'])} |"
+            f"| {row['tokens']} | {row['images']} | {fmt(t['generate'])} | {fmt(t['traced_generate'])} "
+            f"({fmt(ratio(t['traced_generate'], t['generate']), '.2f', 'x')}) | {fmt(t['score'])} | "
+            f"{fmt(t['traced_score'])} ({fmt(ratio(t['traced_score'], t['score']), '.2f', 'x')}) | "
+            f"{fmt(t['published'])} | {fmt(ratio(t['published'], t['traced_score']), '.1f', 'x')} | "
+            f"{fmt(t['gradient'])} | {fmt(t['integrated_gradients'])} |"
         )
     lines += [
         "",
-        "Extra peak memory (MiB above the resident set before the call; tracing overhead = traced - plain)",
+        (
+            "Extra peak memory (MiB above the resident set before the call, median of the repeats; tracing overhead: "
+            "median of the paired differences traced - plain; noise: max - min of the plain scoring forward's repeats)"
+        ),
         "",
         (
             "| tokens | generate | traced generate | tracing overhead (gen) | score forward | traced score | "
-            "tracing overhead (score) | overhead MiB per 1k tokens | published | published overhead / tracing "
-            "overhead (floored at 1 MiB) | gradient | IG |"
+            "tracing overhead (score) | noise | published | published overhead | published / tracing overhead "
+            "(tracing floored at 1 MiB) | gradient | IG |"
         ),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
-        m = {
-            name: get(row, name, "extra_peak_mib")
-            for name in (
-                "generate",
-                "traced_generate",
-                "score",
-                "traced_score",
-                "published",
-                "gradient",
-                "integrated_gradients",
-            )
-        }
-        gen_overhead = None if m["traced_generate"] is None else m["traced_generate"] - m["generate"]
-        score_overhead = None if m["traced_score"] is None else m["traced_score"] - m["score"]
-        published_overhead = None if m["published"] is None else m["published"] - m["score"]
+        m = {name: row[name]["extra_peak_mib"] if name in row else None for name in METHODS}
+        generation = _paired_overhead(row, "traced_generate", "generate")
+        scoring = _paired_overhead(row, "traced_score", "score")
+        published = None if m["published"] is None else m["published"] - m["score"]
+        noise = [r["extra_peak_mib"] for r in row["score"]["runs"]]
         lines.append(
             f"| {row['tokens']} | {fmt(m['generate'], '.0f')} | {fmt(m['traced_generate'], '.0f')} | "
-            f"{fmt(gen_overhead, '.1f')} | {fmt(m['score'], '.0f')} | {fmt(m['traced_score'], '.0f')} | "
-            f"{fmt(score_overhead, '.1f')} | {fmt(ratio(score_overhead, row['tokens'] / 1024), '.1f')} | "
-            f"{fmt(m['published'], '.0f')} | {fmt(ratio(published_overhead, max(score_overhead or 0, 1.0)), '.0f', 'x')} | "
+            f"{fmt(generation, '.1f')} | {fmt(m['score'], '.0f')} | {fmt(m['traced_score'], '.0f')} | "
+            f"{fmt(scoring, '.1f')} | {max(noise) - min(noise):.1f} | {fmt(m['published'], '.0f')} | {fmt(published, '.0f')} | "
+            f"{fmt(ratio(published, max(scoring or 0.0, 1.0)), '.0f', 'x')} | "
             f"{fmt(m['gradient'], '.0f')} | {fmt(m['integrated_gradients'], '.0f')} |"
         )
     return "\n".join(lines)
@@ -457,9 +454,12 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    results = run(args)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2))
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+    else:
+        results = run(args)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2))
     print(markdown(results))
     print(
         f"\nmax relative difference tracer vs published maps (512 tokens): "
