@@ -37,6 +37,11 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
     )
 
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor)
+    # TRL divides the summed token loss by `num_items_in_batch` (the label tokens of every process and accumulation
+    # step), but the Trainer counts them only for models that accept loss kwargs, which Qwen-VL models say they do
+    # not; each process and micro-batch would then average its own tokens, and the gradient would depend on how the
+    # global batch is split.
+    trainer.model_accepts_loss_kwargs = True
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
 
     output_dir = Path(training_args.output_dir)
