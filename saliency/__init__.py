@@ -9,26 +9,46 @@ pass, during ``generate`` or in one scoring forward, without ``output_attentions
 """
 
 from .adapters import ADAPTERS, ImageGrid, LlavaAdapter, ModelAdapter, QwenVLAdapter, adapter_for, effective_weight
+from .baselines import (
+    BASELINES,
+    RISE,
+    AttentionRollout,
+    Attribution,
+    GradientTimesActivation,
+    IntegratedGradients,
+    RawAttention,
+)
+from .heatmap import colormap, overlay, side_by_side
 from .output import ImageLayout, ImageMap, SaliencyMaps
 from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
 from .tracer import GenerationRecording, SaliencyTracer, TracedGeneration
 
 __all__ = [
     "ADAPTERS",
+    "BASELINES",
+    "RISE",
+    "AttentionRollout",
+    "Attribution",
     "CompletionSpans",
     "GenerationRecording",
+    "GradientTimesActivation",
     "ImageGrid",
     "ImageLayout",
     "ImageMap",
+    "IntegratedGradients",
     "LlavaAdapter",
     "ModelAdapter",
     "QwenVLAdapter",
+    "RawAttention",
     "SaliencyMaps",
     "SaliencyTracer",
     "SpecialTokens",
     "TracedGeneration",
     "adapter_for",
+    "colormap",
     "effective_weight",
     "find_spans",
+    "overlay",
     "prompt_opens_thinking",
+    "side_by_side",
 ]

@@ -34,8 +34,9 @@ def attention_rows(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | 
     dtype = torch.promote_types(query.dtype, torch.float32)
     batch, heads, rows, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.to(dtype).reshape(batch, kv_heads, heads // kv_heads, rows, dim)
-    scores = torch.matmul(grouped, key.to(dtype)[:, :, None].transpose(-1, -2)) * scaling
+    # The query heads of one KV group share a (group * rows, d) matrix, so the matmul never broadcasts (copies) keys.
+    grouped = query.to(dtype).reshape(batch, kv_heads, heads // kv_heads * rows, dim)
+    scores = torch.matmul(grouped, key.to(dtype).transpose(-1, -2)) * scaling
     scores = scores.reshape(batch, heads, rows, -1)
     if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, torch.finfo(dtype).min)

@@ -346,7 +346,8 @@ class SaliencyTracer:
             )
         recorder = _ScoringRecorder(plans, image_index, image_counts, self.chunk_elements)
         with traced_attention(self.adapter, recorder), torch.no_grad():
-            self.model(input_ids=input_ids, attention_mask=attention_mask, **vision_inputs)
+            # Only the final-norm inputs are read; logits over the vocabulary for every position are not needed.
+            self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, **vision_inputs)
         grids = self.adapter.image_grids(vision_inputs, image_counts)
         return self._maps(prompt_ids, completions, image_counts, grids, image_sizes, lambda b, spans: recorder.rows[b])
 
