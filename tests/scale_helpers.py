@@ -20,6 +20,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def deepspeed_command(num_processes: int, *script_and_args: str) -> list[str]:
+    """The `deepspeed` launcher on this machine with ``num_processes`` CPU processes."""
+    return [
+        str(BIN / "deepspeed"),
+        "--num_accelerators",
+        str(num_processes),
+        "--master_port",
+        str(free_port()),
+        *script_and_args,
+    ]
+
+
 def launcher_env(**extra: str) -> dict[str, str]:
     """The environment of a launched run: this venv first on PATH, one thread per process, the repo importable."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
@@ -55,6 +67,43 @@ def run(commands: list[list[str]], log_dir: Path, timeout: float = 540, env: dic
     if any(codes):
         tails = "\n".join(f"--- {log} (exit {code})\n{log.read_text()[-4000:]}" for log, code in zip(logs, codes))
         raise AssertionError(f"a launcher failed:\n{tails}")
+
+
+FAKE_SRUN = """#!/bin/bash
+# Stand-in for srun on one machine: the command once per node of the job, all at once, each with its SLURM_NODEID.
+while [[ $1 == --* ]]; do shift; done
+pids=()
+for ((node = 0; node < SLURM_NNODES; node++)); do SLURM_NODEID=$node SLURM_PROCID=$node "$@" & pids+=($!); done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit $status
+"""
+# Two names for this machine, so that a hostfile built from them has two distinct "nodes".
+FAKE_SCONTROL = """#!/bin/bash
+[[ "$1 $2" == "show hostnames" ]] || { echo "fake scontrol: only 'show hostnames'" >&2; exit 1; }
+printf '127.0.0.1\\nlocalhost\\n'
+"""
+
+
+def slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a two-node SLURM job on this machine: srun/scontrol stand-ins first on PATH, one GPU
+    slot per node (a CPU process here), a free master port."""
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = launcher_env(
+        SLURM_JOB_ID="1",
+        SLURM_JOB_NODELIST="node[0-1]",
+        SLURM_NNODES="2",
+        SLURM_SUBMIT_DIR=str(REPO),
+        GPUS_PER_NODE="1",
+        MASTER_PORT=str(free_port()),
+        **extra,
+    )
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return env
 
 
 def train_logs(output_dir: Path) -> list[dict]:

@@ -3,11 +3,9 @@ its maps (scoring forward and generate capture) equal the maps of the same model
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
-from scale_helpers import free_port, run
+from scale_helpers import deepspeed_command, run
 from scale_tracer_worker import tiny_model, traced_scores
 
 pytestmark = pytest.mark.slow
@@ -16,22 +14,7 @@ pytestmark = pytest.mark.slow
 def test_maps_under_zero3_equal_single_process_maps(tmp_path):
     out = tmp_path / "maps"
     out.mkdir()
-    run(
-        [
-            [
-                sys.executable,
-                "-m",
-                "deepspeed.launcher.runner",
-                "--num_accelerators",
-                "2",
-                "--master_port",
-                str(free_port()),
-                "tests/scale_tracer_worker.py",
-                str(out),
-            ]
-        ],
-        tmp_path,
-    )
+    run([deepspeed_command(2, "tests/scale_tracer_worker.py", str(out))], tmp_path)
     with torch.no_grad():
         expected = traced_scores(tiny_model())
     for rank in (0, 1):
