@@ -54,11 +54,11 @@ class InferenceArguments:
     batch_size: int = field(default=8, metadata={"help": "Rows per generation batch (left-padded)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest completion generated (greedy decoding)."})
     saliency_row: str = field(
-        default="generator",
+        default="q",
         metadata={
-            "help": "Row of a thinking token t in the flow map: 'generator' (q(t), the position that generated t; "
-            "published) or 'self' (pos(t), the token's own position).",
-            "choices": ["generator", "self"],
+            "help": "Row of a thinking token t in the flow map: 'q' (q(t), the position that generated t; "
+            "published) or 'pos' (pos(t), the token's own position).",
+            "choices": ["q", "pos"],
         },
     )
     min_pixels: int | None = field(
@@ -78,8 +78,8 @@ class InferenceArguments:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"--max_samples must be >= 1 when set, got {self.max_samples}")
-        if self.saliency_row not in ("generator", "self"):
-            raise ValueError(f"--saliency_row must be 'generator' or 'self', got {self.saliency_row!r}")
+        if self.saliency_row not in ("q", "pos"):
+            raise ValueError(f"--saliency_row must be 'q' or 'pos', got {self.saliency_row!r}")
 
 
 @dataclass

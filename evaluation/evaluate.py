@@ -28,7 +28,6 @@ from .report import render_report, sample_overlay
 
 logger = logging.getLogger(__name__)
 
-TRACER_ROWS = {"generator": "q", "self": "pos"}
 
 
 def load_rows(args: InferenceArguments) -> tuple[datasets.Dataset, ValidationReport]:
@@ -82,7 +81,7 @@ def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]
 
 def make_tracer(model: PreTrainedModel, processor: ProcessorMixin, saliency_row: str) -> SaliencyTracer:
     """The tracer of ``model``, with the flow map's thinking row chosen by ``--saliency_row``."""
-    return SaliencyTracer(model, SpecialTokens.from_tokenizer(processor), row=TRACER_ROWS[saliency_row])
+    return SaliencyTracer(model, SpecialTokens.from_tokenizer(processor), row=saliency_row)
 
 
 def _file_stem(index: int, question_id: str) -> str:

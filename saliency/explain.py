@@ -19,7 +19,7 @@ from .output import SaliencyMaps
 from .spans import SpecialTokens
 from .tracer import SaliencyTracer
 
-ROWS = {"generator": "q", "self": "pos"}
+ROWS = ("q", "pos")
 
 
 @dataclass
@@ -37,10 +37,10 @@ class TraceArguments:
         },
     )
     row: str = field(
-        default="generator",
+        default="q",
         metadata={
-            "help": "Which row carries a thinking token's view of the image in the flow map: 'generator' (the "
-            "position that generated it) or 'self' (its own position).",
+            "help": "Which row carries a thinking token's view of the image in the flow map: 'q' (the position "
+            "that generated it, q(t)) or 'pos' (its own position, pos(t)).",
             "choices": list(ROWS),
         },
     )
@@ -95,7 +95,7 @@ def trace_image(args: TraceArguments, model_args: ModelConfig) -> dict:
     prompt_ids, prompt_mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
     sizes = [[(image.height, image.width)]]
 
-    tracer = SaliencyTracer(model, tokens, row=ROWS[args.row])
+    tracer = SaliencyTracer(model, tokens, row=args.row)
     if args.completion is None:
         traced = tracer.generate(
             prompt_ids,

@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     path = build_tiny_vlm(tmp_path_factory.mktemp("faith") / "model", seed=1)
     model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
     rows = generate_split("eval", 2, seed=0)
-    tracer = make_tracer(model, processor, "generator")
+    tracer = make_tracer(model, processor, "q")
     traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))
     return model, processor, rows, tracer, traced
 

@@ -76,4 +76,4 @@ def test_missing_inputs_and_bad_flags_are_named(tiny_model_dir, image_path, tmp_
     with pytest.raises(ValueError, match="--baselines: unknown shap"):
         args(baselines=["attention", "shap"])
     with pytest.raises(ValueError, match="--row"):
-        args(row="q")
+        args(row="generator")
