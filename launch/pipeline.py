@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--family", default="qwen2_5_vl", help="Architecture of the tiny model.")
     parser.add_argument("--sft_config", type=Path, default=Path("configs/sft/tiny_cpu.yaml"), help="SFT recipe.")
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
+    parser.add_argument("--eval_config", type=Path, default=Path("configs/eval/tiny_cpu.yaml"), help="Eval recipe.")
     parser.add_argument("--num_sft", type=int, default=2000, help="Synthetic rows for the cold start.")
     parser.add_argument("--num_rl", type=int, default=1000, help="Synthetic rows for GRPO.")
     parser.add_argument("--num_eval", type=int, default=200, help="Held-out synthetic rows for evaluation.")
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         [
             python,
             "launch/eval.py",
+            "--config",
+            str(args.eval_config),
             "--model_name_or_path",
             str(grpo_out),
             "--compare_model_name_or_path",
