@@ -93,15 +93,9 @@ def slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = launcher_env(
-        SLURM_JOB_ID="1",
-        SLURM_JOB_NODELIST="node[0-1]",
-        SLURM_NNODES="2",
-        SLURM_SUBMIT_DIR=str(REPO),
-        GPUS_PER_NODE="1",
-        MASTER_PORT=str(free_port()),
-        **extra,
-    )
+    job = {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "node[0-1]", "SLURM_NNODES": "2", "GPUS_PER_NODE": "1",
+           "SLURM_SUBMIT_DIR": str(REPO), "MASTER_PORT": str(free_port())}  # fmt: skip
+    env = launcher_env(**{**job, **extra})
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     return env
 

@@ -79,7 +79,9 @@ def test_zero3_on_two_hostfile_nodes_matches_one_process(tiny_model_dir, synthet
     assert_same_step(out, one_process)
 
 
-def test_zero3_sampled_lora_under_accelerate_trains_and_the_adapter_loads(tiny_model_dir, synthetic_data_dir, tmp_path):
+def test_zero3_lora_with_sampling_under_accelerate_runs_and_the_adapter_loads_whole(
+    tiny_model_dir, synthetic_data_dir, tmp_path
+):
     out = tmp_path / "out"
     lora = ("--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2")
     args = grpo_args(tiny_model_dir, synthetic_data_dir, out, 2, "--max_steps", "2", "--num_generations", "4",
