@@ -27,25 +27,42 @@ VARIANTS = {
 }
 
 
-def step_times(args: argparse.Namespace, weights: dict[str, float], trace: bool, seed: int) -> list[float]:
+def step_logs(args: argparse.Namespace, weights: dict[str, float], trace: bool, seed: int) -> list[dict]:
     model, processor = load_model_and_processor(
-        ModelConfig(model_name_or_path=args.model_name_or_path, dtype="float32"), for_training=True,
-        min_pixels=args.pixels, max_pixels=args.pixels,
+        ModelConfig(model_name_or_path=args.model_name_or_path, dtype="float32"),
+        for_training=True,
+        min_pixels=args.pixels,
+        max_pixels=args.pixels,
     )
     funcs, reward_weights = get_reward_funcs(weights)
     with tempfile.TemporaryDirectory() as out:
         config = SaliencyGRPOConfig(
-            output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-            num_generations=args.num_generations, max_completion_length=args.max_completion_length,
-            learning_rate=5e-5, reward_weights=reward_weights, logging_steps=1, save_strategy="no",
-            report_to="none", use_cpu=True, bf16=False, seed=seed, log_saliency_metrics=trace,
+            output_dir=out,
+            max_steps=args.steps,
+            per_device_train_batch_size=args.batch_size,
+            num_generations=args.num_generations,
+            max_completion_length=args.max_completion_length,
+            learning_rate=5e-5,
+            reward_weights=reward_weights,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            seed=seed,
+            log_saliency_metrics=trace,
             disable_tqdm=True,
         )
         dataset = load_grpo_dataset(args.dataset_name, split="rl").select(range(args.steps * args.batch_size))
-        trainer = SaliencyGRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=dataset,
-                                      processing_class=processor)
+        trainer = SaliencyGRPOTrainer(
+            model=model, reward_funcs=funcs, args=config, train_dataset=dataset, processing_class=processor
+        )
         trainer.train()
-    return [entry["step_time"] for entry in trainer.state.log_history if "step_time" in entry][1:]
+    logs = [entry for entry in trainer.state.log_history if "step_time" in entry][1:]
+    return [
+        {key: entry.get(key) for key in ("step_time", "completions/mean_length", "saliency/tracer_time_share")}
+        for entry in logs
+    ]
 
 
 def main() -> None:
@@ -61,16 +78,20 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("bench/grpo_overhead.json"), help="Raw results.")
     args = parser.parse_args()
 
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    logs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for round_index in range(args.rounds):
         for name, (weights, trace) in VARIANTS.items():
-            times[name] += step_times(args, weights, trace, seed=round_index)
-    base = statistics.median(times["without (format + accuracy, no tracing)"])
-    print("| variant | steps | median step (s) | ratio |\n|---|---|---|---|")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {len(values)} | {median:.2f} | {median / base:.3f} |")
-    args.output.write_text(json.dumps({"args": vars(args) | {"output": str(args.output)}, "step_times": times}, indent=1))
+            logs[name] += step_logs(args, weights, trace, seed=round_index)
+    base = statistics.median(e["step_time"] for e in logs["without (format + accuracy, no tracing)"])
+    print("| variant | steps | median step (s) | ratio | mean completion tokens | tracer share of step |")
+    print("|---|---|---|---|---|---|")
+    for name, entries in logs.items():
+        median = statistics.median(e["step_time"] for e in entries)
+        length = statistics.mean(e["completions/mean_length"] for e in entries)
+        shares = [e["saliency/tracer_time_share"] for e in entries if e["saliency/tracer_time_share"] is not None]
+        share = f"{statistics.mean(shares):.3f}" if shares else "-"
+        print(f"| {name} | {len(entries)} | {median:.2f} | {median / base:.3f} | {length:.1f} | {share} |")
+    args.output.write_text(json.dumps({"args": vars(args) | {"output": str(args.output)}, "steps": logs}, indent=1))
 
 
 if __name__ == "__main__":
