@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,14 +23,8 @@ def free_port() -> int:
 
 def deepspeed_command(num_processes: int, *script_and_args: str) -> list[str]:
     """The `deepspeed` launcher on this machine with ``num_processes`` CPU processes."""
-    return [
-        str(BIN / "deepspeed"),
-        "--num_accelerators",
-        str(num_processes),
-        "--master_port",
-        str(free_port()),
-        *script_and_args,
-    ]
+    return [str(BIN / "deepspeed"), "--num_accelerators", str(num_processes), "--master_port", str(free_port()),
+            *script_and_args]  # fmt: skip
 
 
 def launcher_env(**extra: str) -> dict[str, str]:
@@ -40,33 +35,23 @@ def launcher_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(commands: list[list[str]], log_dir: Path, timeout: float = 540, env: dict[str, str] | None = None) -> None:
-    """Start every command at once (the "nodes" of one job), wait for all; on failure show the end of each log."""
+def run(command: list[str], log_dir: Path, env: dict[str, str] | None = None, timeout: float = 540) -> None:
+    """Run a launcher (which starts the processes) to completion; on failure show the end of its log."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    logs = [log_dir / f"launcher{i}.log" for i in range(len(commands))]
-    procs = []
-    for command, log in zip(commands, logs):
-        with log.open("w") as out:
-            procs.append(
-                subprocess.Popen(
-                    command,
-                    cwd=REPO,
-                    env=env or launcher_env(),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-    codes = []
+    log = log_dir / "launcher.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env or launcher_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        codes = [proc.wait(timeout=timeout) for proc in procs]
+        code = process.wait(timeout=timeout)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-    if any(codes):
-        tails = "\n".join(f"--- {log} (exit {code})\n{log.read_text()[-4000:]}" for log, code in zip(logs, codes))
-        raise AssertionError(f"a launcher failed:\n{tails}")
+        if process.poll() is None:  # timed out: stop the launcher and the processes it started
+            os.killpg(process.pid, signal.SIGKILL)
+    if code:
+        raise AssertionError(
+            f"{' '.join(command[:4])} ... exited with {code}; end of {log}:\n{log.read_text()[-6000:]}"
+        )
 
 
 FAKE_SRUN = """#!/bin/bash

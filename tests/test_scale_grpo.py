@@ -88,8 +88,10 @@ def assert_same_step(got: Path, expected: Path) -> None:
 def test_zero2_on_two_processes_matches_one_process(tiny_model_dir, synthetic_data_dir, greedy, one_process, tmp_path):
     out = tmp_path / "out"
     args = grpo_args(tiny_model_dir, synthetic_data_dir, out, 2, *greedy, "--use_cpu", "false")
-    run([deepspeed_command(2, CPU_ENTRY, "launch/grpo.py", *args, "--deepspeed", "configs/deepspeed/zero2.json")],
-        tmp_path)  # fmt: skip
+    run(
+        deepspeed_command(2, CPU_ENTRY, "launch/grpo.py", *args, "--deepspeed", "configs/deepspeed/zero2.json"),
+        tmp_path,
+    )
     assert_same_step(out, one_process)
 
 
@@ -100,8 +102,7 @@ def test_zero3_on_two_hostfile_nodes_matches_one_process(
     args = grpo_args(tiny_model_dir, synthetic_data_dir, out, 2, *greedy, "--use_cpu", "false")
     hostfile = tmp_path / "hostfile"
     env = slurm_env(tmp_path, HOSTFILE=str(hostfile), TRAIN_SCRIPT=f"{CPU_ENTRY} launch/grpo.py")
-    run([["bash", "launch/slurm/grpo.sbatch", *args, "--deepspeed", "configs/deepspeed/zero3.json"]], tmp_path,
-        env=env)  # fmt: skip
+    run(["bash", "launch/slurm/grpo.sbatch", *args, "--deepspeed", "configs/deepspeed/zero3.json"], tmp_path, env=env)
     assert hostfile.read_text() == "127.0.0.1 slots=1\nlocalhost slots=1\n"
     assert_same_step(out, one_process)
 
@@ -114,8 +115,8 @@ def test_zero3_lora_with_sampling_under_accelerate_runs_and_the_adapter_loads_wh
     args = grpo_args(tiny_model_dir, synthetic_data_dir, out, 2, "--max_steps", "2", "--num_generations", "4",
                      "--use_cpu", "false", "--ddp_backend", "gloo", *lora,
                      "--generation_kwargs", steered_generation(tiny_model_dir, do_sample=True))  # fmt: skip
-    run([[str(BIN / "accelerate"), "launch", "--config_file", "configs/accelerate/zero3.yaml", "--num_processes", "2",
-          "--main_process_port", str(free_port()), "launch/grpo.py", *args]], tmp_path)  # fmt: skip
+    run([str(BIN / "accelerate"), "launch", "--config_file", "configs/accelerate/zero3.yaml", "--num_processes", "2",
+         "--main_process_port", str(free_port()), "launch/grpo.py", *args], tmp_path)  # fmt: skip
     logs = train_logs(out)
     assert [log["step"] for log in logs] == [1, 2]
     assert all(torch.isfinite(torch.tensor([log["loss"], log["entropy"]])).all() for log in logs)

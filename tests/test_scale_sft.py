@@ -54,7 +54,7 @@ def test_zero2_on_two_processes_matches_one_process(tiny_model_dir, synthetic_da
     out = tmp_path / "out"
     args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=2)
     zero2 = ["--use_cpu", "false", "--deepspeed", "configs/deepspeed/zero2.json"]
-    run([deepspeed_command(2, CPU_ENTRY, "launch/sft.py", *args, *zero2)], tmp_path)
+    run(deepspeed_command(2, CPU_ENTRY, "launch/sft.py", *args, *zero2), tmp_path)
     assert_same_losses(out, one_process)
 
 
@@ -64,8 +64,8 @@ def test_zero3_on_two_slurm_nodes_matches_one_process_and_reloads(
     out = tmp_path / "out"
     args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=2)
     # configs/accelerate/multi_node_zero3.yaml; on CPUs the process group needs gloo.
-    run([["bash", "launch/slurm/sft.sbatch", *args, "--use_cpu", "false", "--ddp_backend", "gloo"]], tmp_path,
-        env=slurm_env(tmp_path))  # fmt: skip
+    sbatch = ["bash", "launch/slurm/sft.sbatch", *args, "--use_cpu", "false", "--ddp_backend", "gloo"]
+    run(sbatch, tmp_path, env=slurm_env(tmp_path))
     assert_same_losses(out, one_process)
 
     reloaded, loading = AutoModelForImageTextToText.from_pretrained(out, output_loading_info=True)

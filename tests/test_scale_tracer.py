@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_maps_under_zero3_equal_single_process_maps(tmp_path):
     out = tmp_path / "maps"
     out.mkdir()
-    run([deepspeed_command(2, "tests/scale_tracer_worker.py", str(out))], tmp_path)
+    run(deepspeed_command(2, "tests/scale_tracer_worker.py", str(out)), tmp_path)
     with torch.no_grad():
         expected = traced_scores(tiny_model())
     for rank in (0, 1):
