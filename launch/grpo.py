@@ -7,6 +7,7 @@ Every field of `GRPOScriptArguments`, `rl.SaliencyGRPOConfig` (TRL's GRPOConfig 
 `trl.ModelConfig` can be set in the YAML recipe or overridden on the command line (`--help` lists them).
 """
 
+from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 
 from rl import GRPOScriptArguments, SaliencyGRPOConfig, run_grpo
@@ -15,3 +16,5 @@ if __name__ == "__main__":
     parser = TrlParser((GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config()
     run_grpo(script_args, training_args, model_args)
+    # Leave no process group for the interpreter to tear down at exit (it can abort a multi-process run there).
+    PartialState().destroy_process_group()

@@ -12,6 +12,7 @@ from pathlib import Path
 # Python puts this script's folder first on sys.path, where this file would shadow the `sft` package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from accelerate import PartialState
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from sft import SFTScriptArguments, run_sft
@@ -20,3 +21,5 @@ if __name__ == "__main__":
     parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config()
     run_sft(script_args, training_args, model_args)
+    # Leave no process group for the interpreter to tear down at exit (it can abort a multi-process run there).
+    PartialState().destroy_process_group()

@@ -171,9 +171,12 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_d
         time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    killed_at = max(int(state.parent.name.split("-")[1]) for state in out.glob("checkpoint-*/trainer_state.json"))
+    # transformers says at info level which checkpoint it loads when resuming.
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "info"}
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Continuing training from global step" in resumed.stderr + resumed.stdout
+    assert f"Loading model from {out / f'checkpoint-{killed_at}'}" in resumed.stderr + resumed.stdout
     steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
     assert steps[-1] == 6
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
