@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sft_config", type=Path, default=Path("configs/sft/tiny_cpu.yaml"), help="SFT recipe.")
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
     parser.add_argument("--eval_config", type=Path, default=Path("configs/eval/tiny_cpu.yaml"), help="Eval recipe.")
+    parser.add_argument("--eval_samples", type=int, default=64, help="Held-out rows the evaluation answers.")
     parser.add_argument("--num_sft", type=int, default=2000, help="Synthetic rows for the cold start.")
     parser.add_argument("--num_rl", type=int, default=1000, help="Synthetic rows for GRPO.")
     parser.add_argument("--num_eval", type=int, default=200, help="Held-out synthetic rows for evaluation.")
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
             str(data),
             "--output_dir",
             str(eval_out),
+            "--max_samples",
+            str(args.eval_samples),
+            "--faithfulness_samples",
+            "4",
         ],
         eval_out / "report.html",
         args.force,
