@@ -67,11 +67,21 @@ def box_mask(shape: tuple[int, int], boxes: Sequence[Box], tolerance_px: float =
 
 
 def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two xyxy boxes; 0.0 when the union has no area."""
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    """Intersection over union of two xyxy boxes; 0.0 when the union has no area.
+
+    Lengths are measured in units of the two boxes' joint extent (IoU does not change under scaling x and y), so
+    boxes far smaller than a pixel, whose areas would underflow to 0 in absolute units, still compare correctly.
+    """
+    span_x = max(a[2], b[2]) - min(a[0], b[0])
+    span_y = max(a[3], b[3]) - min(a[1], b[1])
+    if not (span_x > 0 and span_y > 0):
+        return 0.0
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) / span_x
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1])) / span_y
     intersection = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
+    area_a = (a[2] - a[0]) / span_x * ((a[3] - a[1]) / span_y)
+    area_b = (b[2] - b[0]) / span_x * ((b[3] - b[1]) / span_y)
+    union = area_a + area_b - intersection
     if not union > 0:
         return 0.0
     return min(1.0, max(0.0, intersection / union))

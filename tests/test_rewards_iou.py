@@ -102,3 +102,10 @@ def test_iou_reward_errors_name_the_column():
         iou_reward(None, ["<think>x</think>[0, 0, 1, 1]"])
     with pytest.raises(ValueError, match="row 1, field 'bbox'"):
         iou_reward(None, ["a", "b"], bbox=[[0, 0, 1, 1], [1, 1, 0, 0]])
+
+
+def test_iou_of_a_box_far_smaller_than_a_pixel_with_itself_is_one():
+    # Its area (1e-308 squared) underflows to 0 in absolute units; IoU is computed in the boxes' own scale.
+    tiny = (0.0, 0.0, 1.1125369292536007e-308, 1.1125369292536007e-308)
+    assert box_iou(tiny, tiny) == 1.0
+    assert box_iou(tiny, (0.0, 0.0, 1.0, 1.0)) == 0.0
