@@ -20,7 +20,7 @@ from .baselines import (
 )
 from .heatmap import colormap, overlay, side_by_side
 from .output import ImageLayout, ImageMap, SaliencyMaps
-from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
+from .spans import CompletionSpans, SpecialTokens, completion_spans, find_spans, prompt_opens_thinking
 from .tracer import GenerationRecording, SaliencyTracer, TracedGeneration
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "TracedGeneration",
     "adapter_for",
     "colormap",
+    "completion_spans",
     "effective_weight",
     "find_spans",
     "overlay",

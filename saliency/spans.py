@@ -94,3 +94,9 @@ def find_spans(
     if answer_end == think_end + 1:
         return "the answer after </think> is empty"
     return CompletionSpans(thinking=(think_start, think_end), answer=(think_end + 1, answer_end))
+
+
+def completion_spans(prompt: Sequence[int], completion: Sequence[int], tokens: SpecialTokens) -> CompletionSpans | str:
+    """The completion's spans, counting as thinking the tokens after a ``<think>`` left open by the prompt."""
+    opened = prompt_opens_thinking(prompt, tokens)
+    return find_spans(completion, tokens, None if opened is None else len(prompt) - opened - 1)

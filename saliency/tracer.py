@@ -14,7 +14,7 @@ from .adapters import ImageGrid, ModelAdapter, adapter_for, whole_parameters
 from .capture import Recorder, SampleRows, attention_rows, row_mask, traced_attention
 from .decomposition import RowMode, token_scores
 from .output import ImageLayout, SaliencyMaps
-from .spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
+from .spans import CompletionSpans, SpecialTokens, completion_spans, prompt_opens_thinking
 
 
 def _padded_positions(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -299,9 +299,9 @@ class SaliencyTracer:
     def recording(self) -> Iterator[GenerationRecording]:
         """Capture whatever ``generate`` call runs inside the block (e.g. a trainer's); maps come from the result.
 
-            with tracer.recording() as recording:
-                sequences = model.generate(**inputs)
-            maps = recording.maps(completions, vision_inputs=inputs)
+        with tracer.recording() as recording:
+            sequences = model.generate(**inputs)
+        maps = recording.maps(completions, vision_inputs=inputs)
         """
         recorder = _GenerationRecorder(self.adapter, self.tokens, self.row)
         with traced_attention(self.adapter, recorder):
@@ -352,9 +352,7 @@ class SaliencyTracer:
         return self._maps(prompt_ids, completions, image_counts, grids, image_sizes, lambda b, spans: recorder.rows[b])
 
     def _spans(self, prompt_ids: torch.Tensor, completion: list[int]) -> CompletionSpans | str:
-        prompt = prompt_ids.tolist()
-        opened = prompt_opens_thinking(prompt, self.tokens)
-        return find_spans(completion, self.tokens, None if opened is None else len(prompt) - opened - 1)
+        return completion_spans(prompt_ids.tolist(), completion, self.tokens)
 
     @torch.no_grad()
     def _maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
@@ -368,7 +366,7 @@ class SaliencyTracer:
         results = []
         for b, completion in enumerate(completions):
             spans = self._spans(prompt_ids[b], completion.tolist())
-            layouts = _layouts(grids[b], None if image_sizes is None else image_sizes[b], b)
+            layouts = image_layouts(grids[b], None if image_sizes is None else image_sizes[b], b)
             if not isinstance(spans, CompletionSpans):
                 results.append(SaliencyMaps(completion, None, layouts, reason=spans))
                 continue
@@ -384,7 +382,8 @@ class SaliencyTracer:
         return results
 
 
-def _layouts(grids: list[ImageGrid], sizes: Sequence[tuple[int, int]] | None, sample: int) -> list[ImageLayout]:
+def image_layouts(grids: list[ImageGrid], sizes: Sequence[tuple[int, int]] | None, sample: int) -> list[ImageLayout]:
+    """Where each image of sample ``sample`` lies among its image positions, upsampled to ``sizes`` if given."""
     if sizes is not None and len(sizes) != len(grids):
         raise ValueError(f"image_sizes[{sample}] lists {len(sizes)} sizes but the sample holds {len(grids)} images")
     layouts, start = [], 0

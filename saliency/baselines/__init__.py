@@ -7,8 +7,9 @@ Kinds: ``"attention"`` (raw attention to the image), ``"rollout"`` (attention ro
 (gradient x activation on image embeddings), ``"integrated_gradients"``, ``"rise"``.
 """
 
+from ..spans import completion_spans
 from .attention import AttentionAttribution, AttentionRollout, RawAttention, attention_rollout, eager_attention
-from .base import Attribution, TeacherForcedBatch, completion_spans
+from .base import Attribution, TeacherForcedBatch
 from .embedding import RISE, GradientTimesActivation, IntegratedGradients, replaced_image_embeddings
 
 BASELINES: dict[str, type[Attribution]] = {

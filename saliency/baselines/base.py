@@ -11,8 +11,8 @@ from torch import nn
 
 from ..adapters import ModelAdapter, adapter_for
 from ..output import ImageLayout, SaliencyMaps
-from ..spans import CompletionSpans, SpecialTokens, find_spans, prompt_opens_thinking
-from ..tracer import _layouts
+from ..spans import CompletionSpans, SpecialTokens, completion_spans
+from ..tracer import image_layouts
 
 
 @dataclass
@@ -99,7 +99,9 @@ class Attribution:
         completions = [ids[:n] for ids, n in zip(completion_ids.cpu(), completion_mask.sum(-1).tolist())]
         image_counts = (prompt_ids == self.adapter.image_token_id).sum(-1).tolist()
         grids = self.adapter.image_grids(vision_inputs, image_counts)
-        layouts = [_layouts(grids[b], None if image_sizes is None else image_sizes[b], b) for b in range(len(grids))]
+        layouts = [
+            image_layouts(grids[b], None if image_sizes is None else image_sizes[b], b) for b in range(len(grids))
+        ]
         spans = [completion_spans(p.tolist(), c.tolist(), self.tokens) for p, c in zip(prompt_ids.cpu(), completions)]
         traced = [isinstance(s, CompletionSpans) and count > 0 for s, count in zip(spans, image_counts)]
         batch = _teacher_forced_batch(
@@ -130,12 +132,6 @@ class Attribution:
             defined = (positions >= start) & (positions < end)
             results.append(SaliencyMaps(completion, span, layouts[b], {self.kind: matrix}, {self.kind: defined}))
         return results
-
-
-def completion_spans(prompt: list[int], completion: list[int], tokens: SpecialTokens) -> CompletionSpans | str:
-    """The completion's spans, counting as thinking the tokens after a ``<think>`` left open by the prompt."""
-    opened = prompt_opens_thinking(prompt, tokens)
-    return find_spans(completion, tokens, None if opened is None else len(prompt) - opened - 1)
 
 
 def _teacher_forced_batch(
