@@ -298,7 +298,8 @@ class SaliencyTracer:
         row: which row carries a thinking token's view of the image in the flow map: ``"q"`` (the position that
             generated it, default) or ``"pos"`` (its own position).
         adapter: overrides the family adapter found from the model's config.
-        chunk_elements: at most this many attention scores are held at once per sample in a scoring forward.
+        chunk_elements: at most this many attention scores are held at once (per sample in a scoring forward, per
+            layer after a traced generate).
     """
 
     def __init__(
