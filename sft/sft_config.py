@@ -57,6 +57,19 @@ class SFTScriptArguments:
         default=None,
         metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."},
     )
+    answer_eval_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "A held-out split of `dataset_name` in the image/problem/solution layout (e.g. 'eval' of the "
+            "synthetic data) that the model answers greedily during training; its format rate and accuracy are "
+            "logged as heldout/* to every `report_to` backend. None: no held-out answers."
+        },
+    )
+    answer_eval_steps: int = field(
+        default=0, metadata={"help": "Answer the held-out split every N steps (0: only at the end of training)."}
+    )
+    answer_eval_samples: int = field(default=64, metadata={"help": "Held-out rows answered (the first N)."})
+    answer_eval_max_new_tokens: int = field(default=64, metadata={"help": "Longest held-out completion."})
     merge_adapter: bool = field(
         default=False,
         metadata={

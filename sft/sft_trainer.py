@@ -6,6 +6,8 @@ from pathlib import Path
 
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
+from data_tools import load_source
+from evaluation.callbacks import HeldOutAnswersCallback
 from vlm import load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
 from .sft_config import SFTScriptArguments
@@ -42,10 +44,23 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
     # not; each process and micro-batch would then average its own tokens, and the gradient would depend on how the
     # global batch is split.
     trainer.model_accepts_loss_kwargs = True
+    if script_args.answer_eval_split:
+        rows, _ = load_source(
+            "saliency_r1", script_args.dataset_name, split=script_args.answer_eval_split, kind="rl", on_bad_row="error"
+        )
+        trainer.add_callback(
+            HeldOutAnswersCallback(
+                trainer,
+                rows.select(range(min(script_args.answer_eval_samples, len(rows)))),
+                script_args.answer_eval_steps,
+                max_new_tokens=script_args.answer_eval_max_new_tokens,
+            )
+        )
     trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
+    trainer.save_state()  # trainer_state.json: the whole log history, the held-out answers' scores included
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(output_dir)
         if script_args.merge_adapter and model_args.use_peft:

@@ -249,3 +249,26 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_d
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Loading model from {out / f'checkpoint-{killed_at}'}" in resumed.stderr + resumed.stdout
     assert trained_steps(out) == 8
+
+
+def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, synthetic_data_dir, tmp_path):
+    out = tmp_path / "heldout"
+    run_sft(
+        *parse(
+            tiny_args(
+                tiny_model_dir, synthetic_data_dir, out, "--max_steps", "3", "--answer_eval_split", "eval",
+                "--answer_eval_steps", "2", "--answer_eval_samples", "4", "--answer_eval_max_new_tokens", "8",
+            )
+        )
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "heldout/accuracy" in entry]
+    assert [entry["step"] for entry in logged] == [2, 3]  # every 2 steps, and once more at the end
+    for entry in logged:
+        assert 0.0 <= entry["heldout/accuracy"] <= 1.0 and 0.0 <= entry["heldout/format_rate"] <= 1.0
+        assert any(key.startswith("heldout/synthetic_shapes/") for key in entry)
+
+
+def test_held_out_answers_need_an_existing_split(tiny_model_dir, synthetic_data_dir, tmp_path):
+    with pytest.raises(Exception, match="nope"):
+        run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", "--answer_eval_split", "nope")))
