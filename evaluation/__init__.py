@@ -5,6 +5,7 @@ deletion/insertion faithfulness curves, a self-contained HTML report, and the ex
 export read by the downstream saliency predictor.
 """
 
+from .callbacks import HeldOutAnswersCallback
 from .checkpoints import adapter_base, load_checkpoint
 from .eval_config import EvalArguments, ExportArguments, InferenceArguments
 from .evaluate import evaluate_model, load_rows, run_eval, write_outputs
@@ -24,6 +25,7 @@ __all__ = [
     "EvalArguments",
     "ExportArguments",
     "FaithfulnessResult",
+    "HeldOutAnswersCallback",
     "InferenceArguments",
     "Phrase",
     "TracedCompletion",

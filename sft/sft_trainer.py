@@ -7,7 +7,7 @@ from pathlib import Path
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from data_tools import load_source
-from evaluation.callbacks import HeldOutAnswersCallback
+from evaluation import HeldOutAnswersCallback
 from vlm import load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
 from .sft_config import SFTScriptArguments
