@@ -1,0 +1,57 @@
+"""The saliency-vs-control benchmark: its aggregation, and one real seed of both arms end to end."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("grpo_proof", REPO / "bench" / "grpo_proof.py")
+grpo_proof = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(grpo_proof)
+
+
+def test_spread_is_mean_and_sample_std_of_present_values():
+    assert grpo_proof.spread([0.2, None, 0.4]) == pytest.approx((0.3, 0.1414213), rel=1e-5)
+    assert grpo_proof.spread([0.5]) == (0.5, 0.0)
+    assert grpo_proof.spread([None, None]) == (None, None)
+
+
+def test_summary_numbers_read_the_headline_metrics_and_count_empty_flow_maps(tmp_path):
+    summary = {
+        "n": 4,
+        "accuracy": {"mean": 0.5},
+        "format": {"mean": 1.0},
+        "flow/energy_pg": {"mean": 0.25},
+        "flow/pg": {"mean": 0.5},
+        "direct/energy_pg": {"mean": 0.1},
+        "flow/counts": {"scored": 2, "no_map": 1, "empty_map": 1},
+    }
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"summary": summary}))
+    numbers = grpo_proof.summary_numbers(path)
+    assert numbers["accuracy"] == 0.5 and numbers["flow energy-PG"] == 0.25
+    assert numbers["direct PG"] is None  # a metric the run did not produce stays missing, not zero
+    assert numbers["flow empty maps"] == 0.5
+    rendered = grpo_proof.table(numbers, {"saliency": [numbers, numbers]})
+    assert "| GRPO saliency | 2 | 0.500 ± 0.000 |" in rendered and "n/a" in rendered
+
+
+@pytest.mark.slow
+def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, synthetic_data_dir, tmp_path):
+    out = tmp_path / "proof"
+    grpo_proof.main(
+        [
+            "--sft_model", str(tiny_model_dir), "--dataset_name", str(synthetic_data_dir), "--seeds", "0",
+            "--max_samples", "4", "--output_dir", str(out),
+            "--", "--max_steps", "1", "--max_train_samples", "2", "--per_device_train_batch_size", "4",
+            "--num_generations", "4", "--max_completion_length", "8", "--save_strategy", "no",
+        ]
+    )
+    result = json.loads((out / "proof.json").read_text())
+    assert set(result["runs"]) == {"saliency", "control"} and all(len(v) == 1 for v in result["runs"].values())
+    for arm in ("saliency", "control"):
+        assert (out / f"{arm}-seed0" / "processor_config.json").exists()
+        assert (out / f"eval-{arm}-seed0" / "metrics.json").exists()
+    assert "| GRPO control | 1 |" in result["table"]
