@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from scale_helpers import CPU_ENTRY, REPO, deepspeed_command, run, slurm_env, train_logs
+from scale_helpers import BIN, CPU_ENTRY, REPO, deepspeed_command, free_port, run, slurm_env, train_logs
 from transformers import AutoModelForImageTextToText
 from trl import ModelConfig, SFTConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -80,3 +80,35 @@ def test_zero3_on_two_slurm_nodes_matches_one_process_and_reloads(
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-4)
     initial = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).lm_head.weight
     assert not torch.allclose(reloaded.lm_head.weight, initial)  # it did train
+
+
+def accelerate_command(*launcher_args: str) -> list[str]:
+    return [str(BIN / "accelerate"), "launch", *launcher_args, "--main_process_port", str(free_port()), "launch/sft.py"]
+
+
+def test_accelerate_launch_with_one_process_matches_the_plain_run(
+    tiny_model_dir, synthetic_data_dir, one_process, tmp_path
+):
+    out = tmp_path / "out"
+    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=4) + ["--use_cpu", "true"]
+    run(accelerate_command("--config_file", "configs/accelerate/single_process.yaml", "--cpu") + args, tmp_path)
+    assert_same_losses(out, one_process)
+
+
+def test_accelerate_launch_with_two_cpu_processes_matches_one_process(
+    tiny_model_dir, synthetic_data_dir, one_process, tmp_path
+):
+    out = tmp_path / "out"
+    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=2) + ["--use_cpu", "true"]
+    run(accelerate_command("--multi_gpu", "--num_processes", "2") + args, tmp_path)
+    assert_same_losses(out, one_process)
+
+
+def test_accelerate_launch_with_the_zero2_config_matches_one_process(
+    tiny_model_dir, synthetic_data_dir, one_process, tmp_path
+):
+    out = tmp_path / "out"
+    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=2)
+    args += ["--use_cpu", "false", "--ddp_backend", "gloo"]
+    run(accelerate_command("--config_file", "configs/accelerate/zero2.yaml", "--num_processes", "2") + args, tmp_path)
+    assert_same_losses(out, one_process)
