@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
     parser.add_argument("--eval_config", type=Path, default=Path("configs/eval/tiny_cpu.yaml"), help="Eval recipe.")
     parser.add_argument("--eval_samples", type=int, default=64, help="Held-out rows the evaluation answers.")
-    parser.add_argument("--num_sft", type=int, default=2000, help="Synthetic rows for the cold start.")
+    parser.add_argument("--num_sft", type=int, default=8000, help="Synthetic rows for the cold start.")
     parser.add_argument("--num_rl", type=int, default=1000, help="Synthetic rows for GRPO.")
     parser.add_argument("--num_eval", type=int, default=200, help="Held-out synthetic rows for evaluation.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the model weights and the data.")
