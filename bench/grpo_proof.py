@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
     parser.add_argument("--eval_config", type=Path, default=Path("configs/eval/tiny_cpu.yaml"), help="Eval recipe.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training seeds of each arm.")
+    parser.add_argument(
+        "--saliency_weight", type=float, default=None, help="Weight of the saliency reward (the recipe's when unset)."
+    )
     parser.add_argument("--max_samples", type=int, default=200, help="Held-out rows evaluated.")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/grpo-proof"), help="Where runs go.")
     args = parser.parse_args(argv)
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[dict[str, float | None]]] = {arm: [] for arm in ARMS}
     for seed in args.seeds:
         for arm, flags in ARMS.items():
+            if arm == "saliency" and args.saliency_weight is not None:
+                flags = ["--reward_funcs", "format", "accuracy", "saliency", "--reward_weights", "1", "1",
+                         str(args.saliency_weight)]  # fmt: skip
             out = root / f"{arm}-seed{seed}"
             command = [
                 python, "launch/grpo.py", "--config", str(args.grpo_config), "--model_name_or_path",
@@ -110,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             run(f"GRPO {arm} seed {seed}", command, out / "processor_config.json", force=False)
             runs[arm].append(evaluate(out, root / f"eval-{arm}-seed{seed}"))
 
-    result = {"seeds": args.seeds, "grpo_config": str(args.grpo_config), "extra_flags": extra, "sft_start": start,
+    result = {"seeds": args.seeds, "grpo_config": str(args.grpo_config), "saliency_weight": args.saliency_weight,
+              "extra_flags": extra, "sft_start": start,
               "runs": runs, "table": table(start, runs)}
     (root / "proof.json").write_text(json.dumps(result, indent=2))
     print(result["table"])

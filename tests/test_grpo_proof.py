@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("grpo_proof", REPO / "bench" / "grpo_proof.py")
@@ -44,7 +45,7 @@ def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, sy
     grpo_proof.main(
         [
             "--sft_model", str(tiny_model_dir), "--dataset_name", str(synthetic_data_dir), "--seeds", "0",
-            "--max_samples", "4", "--output_dir", str(out),
+            "--max_samples", "4", "--output_dir", str(out), "--saliency_weight", "2",
             "--", "--max_steps", "1", "--max_train_samples", "2", "--per_device_train_batch_size", "4",
             "--num_generations", "4", "--max_completion_length", "8", "--save_strategy", "no",
         ]
@@ -54,4 +55,7 @@ def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, sy
     for arm in ("saliency", "control"):
         assert (out / f"{arm}-seed0" / "processor_config.json").exists()
         assert (out / f"eval-{arm}-seed0" / "metrics.json").exists()
-    assert "| GRPO control | 1 |" in result["table"]
+    assert "| GRPO control | 1 |" in result["table"] and result["saliency_weight"] == 2.0
+    for arm, weights in (("saliency", [1.0, 1.0, 2.0]), ("control", [1.0, 1.0])):
+        training_args = torch.load(out / f"{arm}-seed0" / "training_args.bin", weights_only=False)
+        assert list(training_args.reward_weights) == weights
