@@ -77,3 +77,11 @@ class SFTScriptArguments:
             "(to `<output_dir>/merged`)."
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.answer_eval_steps < 0:
+            raise ValueError(f"--answer_eval_steps must be >= 0 (0: only at the end), got {self.answer_eval_steps}")
+        if self.answer_eval_samples < 1:
+            raise ValueError(f"--answer_eval_samples must be >= 1, got {self.answer_eval_samples}")
+        if self.answer_eval_max_new_tokens < 1:
+            raise ValueError(f"--answer_eval_max_new_tokens must be >= 1, got {self.answer_eval_max_new_tokens}")

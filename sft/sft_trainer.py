@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
+
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from data_tools import load_source
@@ -30,6 +32,8 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
     if script_args.max_train_samples is not None:
         train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
 
+    heldout_rows = _heldout_rows(script_args) if script_args.answer_eval_split else None
+
     model, processor = load_model_and_processor(
         model_args,
         for_training=True,
@@ -44,14 +48,11 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
     # not; each process and micro-batch would then average its own tokens, and the gradient would depend on how the
     # global batch is split.
     trainer.model_accepts_loss_kwargs = True
-    if script_args.answer_eval_split:
-        rows, _ = load_source(
-            "saliency_r1", script_args.dataset_name, split=script_args.answer_eval_split, kind="rl", on_bad_row="error"
-        )
+    if heldout_rows is not None:
         trainer.add_callback(
             HeldOutAnswersCallback(
                 trainer,
-                rows.select(range(min(script_args.answer_eval_samples, len(rows)))),
+                heldout_rows,
                 script_args.answer_eval_steps,
                 max_new_tokens=script_args.answer_eval_max_new_tokens,
             )
@@ -67,3 +68,15 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
             merge_lora_adapter(output_dir, output_dir / "merged")
     trainer.accelerator.wait_for_everyone()
     return output_dir
+
+
+def _heldout_rows(script_args: SFTScriptArguments) -> datasets.Dataset:
+    """The first `answer_eval_samples` rows of `answer_eval_split`, validated before any model is loaded."""
+    split = script_args.answer_eval_split
+    try:
+        rows, _ = load_source("saliency_r1", script_args.dataset_name, split=split, kind="rl", on_bad_row="error")
+    except KeyError as error:
+        raise ValueError(
+            f"--answer_eval_split {split!r}: --dataset_name {script_args.dataset_name!r} has no such split"
+        ) from error
+    return rows.select(range(min(script_args.answer_eval_samples, len(rows))))

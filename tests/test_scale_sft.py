@@ -82,33 +82,24 @@ def test_zero3_on_two_slurm_nodes_matches_one_process_and_reloads(
     assert not torch.allclose(reloaded.lm_head.weight, initial)  # it did train
 
 
-def accelerate_command(*launcher_args: str) -> list[str]:
-    return [str(BIN / "accelerate"), "launch", *launcher_args, "--main_process_port", str(free_port()), "launch/sft.py"]
+ACCELERATE_RUNS = {
+    # name: (accelerate launch flags, per-device batch, extra SFT flags); the global batch is always 4
+    "one process": (["--config_file", "configs/accelerate/single_process.yaml", "--cpu"], 4, ["--use_cpu", "true"]),
+    "two CPU processes": (["--multi_gpu", "--num_processes", "2"], 2, ["--use_cpu", "true"]),
+    "ZeRO-2 config": (
+        ["--config_file", "configs/accelerate/zero2.yaml", "--num_processes", "2"],
+        2,
+        ["--use_cpu", "false", "--ddp_backend", "gloo"],
+    ),
+}
 
 
-def test_accelerate_launch_with_one_process_matches_the_plain_run(
-    tiny_model_dir, synthetic_data_dir, one_process, tmp_path
-):
+@pytest.mark.parametrize("name", ACCELERATE_RUNS)
+def test_accelerate_launch_matches_one_process(name, tiny_model_dir, synthetic_data_dir, one_process, tmp_path):
+    launcher, per_device_batch, extra = ACCELERATE_RUNS[name]
     out = tmp_path / "out"
-    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=4) + ["--use_cpu", "true"]
-    run(accelerate_command("--config_file", "configs/accelerate/single_process.yaml", "--cpu") + args, tmp_path)
-    assert_same_losses(out, one_process)
-
-
-def test_accelerate_launch_with_two_cpu_processes_matches_one_process(
-    tiny_model_dir, synthetic_data_dir, one_process, tmp_path
-):
-    out = tmp_path / "out"
-    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=2) + ["--use_cpu", "true"]
-    run(accelerate_command("--multi_gpu", "--num_processes", "2") + args, tmp_path)
-    assert_same_losses(out, one_process)
-
-
-def test_accelerate_launch_with_the_zero2_config_matches_one_process(
-    tiny_model_dir, synthetic_data_dir, one_process, tmp_path
-):
-    out = tmp_path / "out"
-    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch=2)
-    args += ["--use_cpu", "false", "--ddp_backend", "gloo"]
-    run(accelerate_command("--config_file", "configs/accelerate/zero2.yaml", "--num_processes", "2") + args, tmp_path)
+    args = sft_args(tiny_model_dir, synthetic_data_dir, out, per_device_batch) + extra
+    command = [str(BIN / "accelerate"), "launch", *launcher, "--main_process_port", str(free_port()), "launch/sft.py"]
+    run(command + args, tmp_path)
+    # the same token count per step shows that both processes ran (one alone would see half the batch)
     assert_same_losses(out, one_process)

@@ -270,5 +270,11 @@ def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, s
 
 
 def test_held_out_answers_need_an_existing_split(tiny_model_dir, synthetic_data_dir, tmp_path):
-    with pytest.raises(Exception, match="nope"):
+    with pytest.raises(ValueError, match="--answer_eval_split .nope.*no such split"):
         run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", "--answer_eval_split", "nope")))
+
+
+@pytest.mark.parametrize("flag", ["--answer_eval_steps", "--answer_eval_samples", "--answer_eval_max_new_tokens"])
+def test_held_out_answer_flags_are_validated_by_name(flag, tiny_model_dir, synthetic_data_dir, tmp_path):
+    with pytest.raises(ValueError, match=flag):
+        parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", flag, "-1"))
