@@ -159,6 +159,25 @@ def test_size_overrides_reach_the_config(tmp_path):
     assert (config["hidden_size"], config["num_hidden_layers"]) == (64, 2)
 
 
+def test_weights_start_at_the_hub_std_or_one_over_sqrt_width(tmp_path):
+    def stds(path):
+        weights = load_file(str(path / "model.safetensors"))
+        return (
+            weights["model.layers.0.self_attn.q_proj.weight"].std().item(),
+            weights["visual.blocks.0.attn.qkv.weight"].std().item(),
+        )
+
+    text, vision = stds(build_tiny_vlm(tmp_path / "default", texts=TEXTS))
+    assert text == pytest.approx(0.02, rel=0.05) and vision == pytest.approx(0.02, rel=0.05)
+    text, vision = stds(main(["--output_dir", str(tmp_path / "width"), "--initializer_range", "width"]))
+    assert text == pytest.approx(128**-0.5, rel=0.05) and vision == pytest.approx(64**-0.5, rel=0.05)
+    text, vision = stds(main(["--output_dir", str(tmp_path / "std"), "--initializer_range", "0.05"]))
+    assert text == pytest.approx(0.05, rel=0.05) and vision == pytest.approx(0.05, rel=0.05)
+    for bad in (0.0, "wide"):
+        with pytest.raises(ValueError, match="initializer_range must be a std > 0 or 'width'"):
+            build_tiny_vlm(tmp_path / "bad", texts=TEXTS, initializer_range=bad)
+
+
 def test_default_corpus_comes_from_data_tools(tmp_path):
     data_tools = pytest.importorskip("data_tools")
     tokenizer = load_processor(str(build_tiny_vlm(tmp_path / "m"))).tokenizer

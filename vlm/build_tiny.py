@@ -203,12 +203,23 @@ class BuildTinyArguments:
     family: str = field(default="qwen2_5_vl", metadata={"help": "Architecture.", "choices": list(FAMILIES)})
     seed: int = field(default=0, metadata={"help": "Seed of the random weight initialisation."})
     vocab_size: int = field(default=1024, metadata={"help": "Largest vocabulary the tokenizer trainer may build."})
+    initializer_range: str = field(
+        default="0.02",
+        metadata={"help": "Std of the initial weights (0.02, the Hub default), or 'width' for 1/sqrt(width) per tower."},
+    )
 
 
 def main(argv: list[str] | None = None) -> Path:
     """Parse the flags, build the model and print where it was saved."""
     (args,) = HfArgumentParser(BuildTinyArguments).parse_args_into_dataclasses(args=argv)
-    path = build_tiny_vlm(args.output_dir, family=args.family, seed=args.seed, vocab_size=args.vocab_size)
+    init = args.initializer_range
+    try:
+        init = float(init)
+    except ValueError:
+        pass
+    path = build_tiny_vlm(
+        args.output_dir, family=args.family, seed=args.seed, vocab_size=args.vocab_size, initializer_range=init
+    )
     print(f"tiny {args.family} model saved to {path}")
     return path
 

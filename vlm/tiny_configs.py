@@ -42,19 +42,31 @@ def tiny_model_config(
     num_kv_heads: int = 2,
     vision_hidden_size: int = 64,
     vision_depth: int = 2,
+    initializer_range: float | str = 0.02,
 ) -> PretrainedConfig:
     """Return the config of a tiny ``family`` model (one of ``FAMILIES``) with grouped-query attention.
 
     The defaults (about 1.5M parameters with a 1k vocabulary) learn the synthetic VQA task on a CPU in minutes.
     LLaVA keeps the LLaVA-1.5 feature selection (``"default"``: the CLS token is dropped), so its image tokens
-    form a square patch grid, as the Qwen families' merged patches do.
+    form a square patch grid, as the Qwen families' merged patches do. Weights start at std ``initializer_range``
+    (the Hub default 0.02), or at 1/sqrt(width) of each tower with ``"width"`` (text 0.088, vision 0.125 at the
+    default sizes).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}")
     if family != "llava" and None in (ids.video, ids.vision_start, ids.vision_end):
         raise ValueError(f"{family} needs the video, vision_start and vision_end token ids; got {ids}")
     head_dim = hidden_size // num_heads
+    # 0.02 is 1/sqrt(width) for widths near 2500; at these widths it starts every attention nearly uniform, and
+    # "width" reads the image sooner (BENCHMARKS.md, "Tiny model initialisation").
+    if initializer_range == "width":
+        text_init, vision_init = hidden_size**-0.5, vision_hidden_size**-0.5
+    elif isinstance(initializer_range, (int, float)) and initializer_range > 0:
+        text_init = vision_init = float(initializer_range)
+    else:
+        raise ValueError(f"initializer_range must be a std > 0 or 'width', got {initializer_range!r}")
     text = {
+        "initializer_range": text_init,
         "vocab_size": ids.vocab_size,
         "hidden_size": hidden_size,
         "intermediate_size": 2 * hidden_size,
@@ -90,7 +102,9 @@ def tiny_model_config(
                 "patch_size": 14,
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
+                "initializer_range": vision_init,
             },
+            initializer_range=text_init,
             **special,
         )
     if family == "qwen2_5_vl":
@@ -109,7 +123,9 @@ def tiny_model_config(
                 "temporal_patch_size": 2,
                 "window_size": 56,
                 "fullatt_block_indexes": [vision_depth - 1],
+                "initializer_range": vision_init,
             },
+            initializer_range=text_init,
             **special,
         )
     if family == "qwen3_vl":
@@ -135,7 +151,9 @@ def tiny_model_config(
                 "temporal_patch_size": 2,
                 "num_position_embeddings": 64,
                 "deepstack_visual_indexes": [0],
+                "initializer_range": vision_init,
             },
+            initializer_range=text_init,
             **special,
         )
     return LlavaConfig(
@@ -149,6 +167,7 @@ def tiny_model_config(
             "image_size": 112,
             "patch_size": 14,
             "projection_dim": vision_hidden_size,
+            "initializer_range": vision_init,
         },
         image_token_id=ids.image,
         vision_feature_layer=-1,
