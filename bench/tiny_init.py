@@ -78,12 +78,15 @@ def run(init: str, args: argparse.Namespace, train, held_out, out_dir: Path) -> 
     path = build_tiny_vlm(out_dir / f"init-{init}", seed=args.seed, texts=list(corpus_texts()), initializer_range=std)
     pixels = SyntheticConfig().width * SyntheticConfig().height
     model, processor = load_model_and_processor(
-        ModelConfig(model_name_or_path=str(path), dtype="float32"), for_training=True, min_pixels=pixels,
+        ModelConfig(model_name_or_path=str(path), dtype="float32"),
+        for_training=True,
+        min_pixels=pixels,
         max_pixels=pixels,
     )
     make = Batches(processor, train)
-    evaluation = [Batches(processor, held_out)(list(range(i, min(i + 32, len(held_out)))))
-                  for i in range(0, len(held_out), 32)]
+    evaluation = [
+        Batches(processor, held_out)(list(range(i, min(i + 32, len(held_out))))) for i in range(0, len(held_out), 32)
+    ]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     order = random.Random(args.seed)
     curve, start = [], time.perf_counter()

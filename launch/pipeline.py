@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_rl", type=int, default=1000, help="Synthetic rows for GRPO.")
     parser.add_argument("--num_eval", type=int, default=200, help="Held-out synthetic rows for evaluation.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the model weights and the data.")
+    parser.add_argument(
+        "--initializer_range",
+        default="0.02",
+        help="Std of the tiny model's initial weights, or 'width' (vlm.build_tiny).",
+    )
     parser.add_argument("--force", action="store_true", help="Rerun stages whose output already exists.")
     args = parser.parse_args(argv)
 
@@ -54,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     run(
         "build the tiny model",
-        [python, "-m", "vlm.build_tiny", "--family", args.family, "--output_dir", str(model), "--seed", str(args.seed)],
+        [python, "-m", "vlm.build_tiny", "--family", args.family, "--output_dir", str(model), "--seed", str(args.seed)]
+        + ["--initializer_range", args.initializer_range],
         model / "config.json",
         args.force,
     )

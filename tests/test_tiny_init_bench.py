@@ -33,8 +33,8 @@ def test_one_scored_position_per_row_and_it_is_the_answer_read_in_the_reasoning(
 
 def test_side_by_side_run_writes_a_curve_per_init(tmp_path):
     output = tmp_path / "init.json"
-    tiny_init.main(["--steps", "2", "--eval_every", "1", "--num_train", "8", "--num_held_out", "4",
-                    "--batch_size", "2", "--output", str(output)])
+    flags = ["--steps", "2", "--eval_every", "1", "--num_train", "8", "--num_held_out", "4", "--batch_size", "2"]
+    tiny_init.main([*flags, "--output", str(output)])
     curves = json.loads(output.read_text())["curves"]
     assert [[p["init"] for p in c] for c in curves] == [["0.02"] * 3, ["width"] * 3]
     assert all(0.0 <= p[k] <= 1.0 for c in curves for p in c for k in tiny_init.KINDS)

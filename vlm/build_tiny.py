@@ -205,7 +205,9 @@ class BuildTinyArguments:
     vocab_size: int = field(default=1024, metadata={"help": "Largest vocabulary the tokenizer trainer may build."})
     initializer_range: str = field(
         default="0.02",
-        metadata={"help": "Std of the initial weights (0.02, the Hub default), or 'width' for 1/sqrt(width) per tower."},
+        metadata={
+            "help": "Std of the initial weights (0.02, the Hub default), or 'width' for 1/sqrt(width) per tower."
+        },
     )
 
 
