@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch.pipeline import run  # noqa: E402
+from launch.pipeline import run
 
 ARMS = {
     "saliency": [],

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
-
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from data_tools import load_source
