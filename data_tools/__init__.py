@@ -1,11 +1,12 @@
 """Data for grounded reasoning: the synthetic shapes set, loaders and converters for public data, validation."""
 
 from .loaders import SOURCES, load_source, read_records
-from .prompts import SYSTEM_PROMPT, format_assistant, prompt_messages, sft_messages
+from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, prompt_messages, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 from .synthetic import (
     QUESTION_TYPES,
     SyntheticConfig,
+    caption_text,
     corpus_texts,
     generate_split,
     generate_synthetic,
@@ -25,6 +26,7 @@ from .validation import (
 
 __all__ = [
     "BBOX_FORMATS",
+    "CAPTION_PROMPT",
     "EVAL_FEATURES",
     "QUESTION_TYPES",
     "RL_FEATURES",
@@ -35,6 +37,8 @@ __all__ = [
     "RowIssue",
     "SyntheticConfig",
     "ValidationReport",
+    "caption_messages",
+    "caption_text",
     "corpus_texts",
     "format_assistant",
     "generate_split",

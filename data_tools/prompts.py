@@ -30,3 +30,14 @@ def sft_messages(problem: str, reasoning: str, answer: str, system_prompt: str =
     return prompt_messages(problem, system_prompt) + [
         {"role": "assistant", "content": [{"type": "text", "text": format_assistant(reasoning, answer)}]}
     ]
+
+
+CAPTION_PROMPT = "Describe the image."
+
+
+def caption_messages(caption: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """Return one perception pre-training example: the prompt of :func:`prompt_messages` asking for a description,
+    then the description as the assistant turn (no ``<think>``)."""
+    return prompt_messages(CAPTION_PROMPT, system_prompt) + [
+        {"role": "assistant", "content": [{"type": "text", "text": caption}]}
+    ]

@@ -45,7 +45,7 @@ from datasets import Dataset, DatasetDict
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from .prompts import SYSTEM_PROMPT, format_assistant, sft_messages
+from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
@@ -155,8 +155,10 @@ class ShapeObject:
     def overlaps(self, x: int, y: int, size: int, gap: int) -> bool:
         """Whether the cell ``(x, y, size)`` comes closer than ``gap`` pixels to this object's cell."""
         return not (
-            x >= self.x + self.size + gap or self.x >= x + size + gap
-            or y >= self.y + self.size + gap or self.y >= y + size + gap
+            x >= self.x + self.size + gap
+            or self.x >= x + size + gap
+            or y >= self.y + self.size + gap
+            or self.y >= y + size + gap
         )
 
 
@@ -180,6 +182,7 @@ class SyntheticExample:
 
 # ---------------------------------------------------------------- text templates (shared with corpus_texts)
 
+
 def location_phrase(cx: float, cy: float, width: int, height: int) -> str:
     """Name the cell of a 3 x 3 grid that the point ``(cx, cy)`` falls in, e.g. ``"top left"``, ``"centre"``."""
     row = _ROW_WORDS[min(int(3 * cy / height), 2)]
@@ -201,9 +204,7 @@ def shape_texts(shape: str, color: str, where: str) -> tuple[str, str, str]:
     return f"What shape is the {color} object?", f"The {color} object is at the {where}. It is a {shape}.", shape
 
 
-def left_of_texts(
-    ref: tuple[str, str, str], answer: tuple[str, str, str]
-) -> tuple[str, str, str]:
+def left_of_texts(ref: tuple[str, str, str], answer: tuple[str, str, str]) -> tuple[str, str, str]:
     """(problem, reasoning, answer) of a ``left_of`` question; ``ref``/``answer`` are (shape, color, where)."""
     (r_shape, r_color, r_where), (a_shape, a_color, a_where) = ref, answer
     reasoning = (
@@ -226,14 +227,32 @@ def count_texts(half: str, counted: Sequence[tuple[str, str]]) -> tuple[str, str
     return f"How many shapes are in the {half} half?", reasoning, str(len(names))
 
 
+def caption_text(objects: Sequence[ShapeObject], config: SyntheticConfig) -> str:
+    """Describe every shape of a scene in reading order (grid row, then left to right), with its colour and place:
+    ``"There are 3 shapes: a red circle at the top left, a blue square at the centre and ..."``."""
+    ordered = sorted(objects, key=lambda o: (min(int(3 * o.centre[1] / config.height), 2), o.centre[0]))
+    names = [f"{_article(o.color)} {o.color} {o.shape} at the {_where(o, config)}" for o in ordered]
+    head = "There is 1 shape: " if len(names) == 1 else f"There are {len(names)} shapes: "
+    return head + ", ".join(names) + "."
+
+
 def corpus_texts(config: SyntheticConfig | None = None) -> Iterator[str]:
     """Yield every kind of text the synthetic data contains, to train the tiny tokenizer on.
 
     The system prompt, every question, every answer and every reasoning template with each slot (shape,
-    colour, location, half, count) taking each of its values at least once, also as full assistant turns.
+    colour, location, half, count) taking each of its values at least once, also as full assistant turns; the
+    caption prompt and captions of every length.
     """
     config = config or SyntheticConfig()
     yield SYSTEM_PROMPT
+    yield CAPTION_PROMPT
+    cell = config.max_size_px
+    for n in range(1, config.max_objects + 1):
+        yield caption_text(
+            [ShapeObject(config.shapes[i % len(config.shapes)], config.colors[i % len(config.colors)],
+                         (i * cell) % (config.width - cell), 0, cell) for i in range(n)],
+            config,
+        )  # fmt: skip
     wheres = [f"{r} {c}" if (r, c) != ("middle", "centre") else "centre" for r in _ROW_WORDS for c in _COL_WORDS]
     pairs = [(s, c) for s in config.shapes for c in config.colors]
     texts: list[tuple[str, str, str]] = []
@@ -251,6 +270,7 @@ def corpus_texts(config: SyntheticConfig | None = None) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------- scenes
+
 
 class _Crowded(Exception):
     """A scene could not be placed; the caller draws a new one from the same random stream."""
@@ -309,13 +329,21 @@ def _scene_left_of(rng: random.Random, config: SyntheticConfig):
     room = config.max_size_px + config.gap
     ref = _place(rng, config, placed, ref_shape, ref_color, region=(room, 0, config.width, config.height))
     answer = _place(
-        rng, config, placed, answer_shape, rng.choice(config.colors),
+        rng,
+        config,
+        placed,
+        answer_shape,
+        rng.choice(config.colors),
         region=(0, 0, ref.x - config.gap, config.height),
         accept=lambda o: (o.shape, o.color) != (ref_shape, ref_color),
     )
     for _ in range(rng.randint(config.min_objects, config.max_objects) - 2):
         _place(
-            rng, config, placed, rng.choice(config.shapes), rng.choice(config.colors),
+            rng,
+            config,
+            placed,
+            rng.choice(config.shapes),
+            rng.choice(config.colors),
             region=(ref.x, 0, config.width, config.height),
             accept=lambda o: o.centre[0] > ref.centre[0] and (o.shape, o.color) != (ref_shape, ref_color),
         )
@@ -344,8 +372,9 @@ def _scene_count(rng: random.Random, config: SyntheticConfig):
     most = max(1, min(MAX_COUNT, config.max_objects - count))
     n_other = rng.randint(min(most, max(1, config.min_objects - count)), most)
     placed: list[ShapeObject] = []
-    counted = [_place(rng, config, placed, rng.choice(config.shapes), rng.choice(config.colors), inside)
-               for _ in range(count)]
+    counted = [
+        _place(rng, config, placed, rng.choice(config.shapes), rng.choice(config.colors), inside) for _ in range(count)
+    ]
     for _ in range(n_other):
         _place(rng, config, placed, rng.choice(config.shapes), rng.choice(config.colors), outside)
     counted.sort(key=lambda o: (o.x, o.y))
@@ -400,28 +429,34 @@ def _png(image: Image.Image) -> dict:
 def generate_split(
     split: str, num_rows: int, seed: int = 0, config: SyntheticConfig | None = None, kind: str | None = None
 ) -> Dataset:
-    """Generate ``num_rows`` rows of ``split`` laid out as ``kind`` (``"sft"``, ``"rl"``, ``"eval"``; default: split).
+    """Generate ``num_rows`` rows of ``split`` laid out as ``kind`` (``"sft"``, ``"rl"``, ``"eval"``, ``"caption"``;
+    default: split).
 
     ``sft``: ``messages`` (system / user [image, question] / assistant ``<think>reasoning</think>answer``),
     ``images``, ``dataset``, ``question_id``. ``rl``: ``image, problem, solution, bbox, dataset, question_id``.
-    ``eval``: the ``rl`` columns plus ``reasoning``.
+    ``eval``: the ``rl`` columns plus ``reasoning``. ``caption``: the ``sft`` columns, the user asking to describe
+    the image and the assistant naming every shape (:func:`caption_text`); ``dataset`` is
+    ``synthetic_shapes/caption``. This is the perception pre-training that stands in for a pretrained VLM.
     """
     kind = kind or split
-    if kind not in ("sft", "rl", "eval"):
-        raise ValueError(f"kind must be 'sft', 'rl' or 'eval', got {kind!r}")
+    if kind not in ("sft", "rl", "eval", "caption"):
+        raise ValueError(f"kind must be 'sft', 'rl', 'eval' or 'caption', got {kind!r}")
     columns: dict[str, list] = {}
     for index in tqdm(range(num_rows), desc=f"synthetic {split}", disable=num_rows < 500):
         ex = make_example(seed, split, index, config)
         if kind == "sft":
             row = {"messages": sft_messages(ex.problem, ex.reasoning, ex.solution), "images": [_png(ex.image)]}
+        elif kind == "caption":
+            messages = caption_messages(caption_text(ex.objects, config or SyntheticConfig()))
+            row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/caption"}
         else:
             row = {"image": _png(ex.image), "problem": ex.problem, "solution": ex.solution, "bbox": ex.bbox}
             if kind == "eval":
                 row["reasoning"] = ex.reasoning
-        row |= {"dataset": ex.dataset, "question_id": ex.question_id}
+        row = {"dataset": ex.dataset, "question_id": ex.question_id} | row
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
-    features = {"sft": SFT_FEATURES, "rl": RL_FEATURES, "eval": EVAL_FEATURES}[kind]
+    features = {"sft": SFT_FEATURES, "caption": SFT_FEATURES, "rl": RL_FEATURES, "eval": EVAL_FEATURES}[kind]
     if not columns:
         columns = {name: [] for name in features}
     return Dataset.from_dict(columns, features=features)
@@ -433,15 +468,18 @@ def generate_synthetic(
     num_eval: int = 200,
     seed: int = 0,
     config: SyntheticConfig | None = None,
+    num_caption: int = 0,
 ) -> DatasetDict:
-    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits (see :func:`generate_split` for the columns)."""
-    return DatasetDict(
-        {
-            "sft": generate_split("sft", num_sft, seed, config),
-            "rl": generate_split("rl", num_rl, seed, config),
-            "eval": generate_split("eval", num_eval, seed, config),
-        }
-    )
+    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and a ``caption`` split when ``num_caption`` > 0
+    (see :func:`generate_split` for the columns)."""
+    splits = {
+        "sft": generate_split("sft", num_sft, seed, config),
+        "rl": generate_split("rl", num_rl, seed, config),
+        "eval": generate_split("eval", num_eval, seed, config),
+    }
+    if num_caption:
+        splits["caption"] = generate_split("caption", num_caption, seed, config)
+    return DatasetDict(splits)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -454,15 +492,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_sft", type=int, default=2000, help="Rows in the SFT (cold start) split.")
     parser.add_argument("--num_rl", type=int, default=2000, help="Rows in the RL split.")
     parser.add_argument("--num_eval", type=int, default=200, help="Rows in the held-out evaluation split.")
+    parser.add_argument(
+        "--num_caption", type=int, default=0, help="Rows in the caption split (perception pre-training); 0: none."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
-    for name in ("num_sft", "num_rl", "num_eval"):
+    for name in ("num_sft", "num_rl", "num_eval", "num_caption"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     start = time.perf_counter()
     config = SyntheticConfig(width=args.image_size, height=args.image_size)
-    data = generate_synthetic(args.num_sft, args.num_rl, args.num_eval, args.seed, config)
+    data = generate_synthetic(args.num_sft, args.num_rl, args.num_eval, args.seed, config, args.num_caption)
     data.save_to_disk(str(args.output_dir))
     sizes = ", ".join(f"{k}={len(v)}" for k, v in data.items())
     print(f"wrote {sizes} to {args.output_dir} in {time.perf_counter() - start:.1f}s")

@@ -7,7 +7,7 @@ import pytest
 from datasets import load_from_disk
 
 from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example, validate_rows
-from data_tools.synthetic import COLORS, SHAPES, main
+from data_tools.synthetic import COLORS, SHAPES, location_phrase, main
 
 CONFIG = SyntheticConfig()
 
@@ -75,8 +75,12 @@ def test_boxes_match_drawn_objects_and_answers_are_right(index):
     else:
         half = re.fullmatch(r"How many shapes are in the (\w+) half\?", ex.problem).group(1)
         x0, y0, x1, y1 = _px(box)
-        assert {"top": (0, 0, 168, 84), "bottom": (0, 84, 168, 168), "left": (0, 0, 84, 168),
-                "right": (84, 0, 168, 168)}[half] == (x0, y0, x1, y1)
+        assert {
+            "top": (0, 0, 168, 84),
+            "bottom": (0, 84, 168, 168),
+            "left": (0, 0, 84, 168),
+            "right": (84, 0, 168, 168),
+        }[half] == (x0, y0, x1, y1)
         counted = [o for o in ex.objects if _inside(_pixel_box(image, o), (x0, y0, x1, y1))]
         assert ex.solution == str(len(counted))
         # every other shape lies wholly outside the half: the drawn pixels in it are the counted shapes'
@@ -122,10 +126,31 @@ def test_eval_split_is_disjoint_and_sft_rows_are_conversational():
     assert set(data["eval"].column_names) == set(data["rl"].column_names) | {"reasoning"}
 
 
+def test_captions_name_every_shape_in_reading_order_and_come_only_when_asked():
+    assert "caption" not in generate_synthetic(2, 2, 2, seed=0)
+    data = generate_synthetic(0, 0, 0, seed=0, num_caption=12)["caption"]
+    config = SyntheticConfig()
+    for index, row in enumerate(data):
+        scene = make_example(0, "caption", index, config)
+        system, user, assistant = row["messages"]
+        assert system["content"][0]["text"] == SYSTEM_PROMPT and user["content"][1]["text"] == "Describe the image."
+        assert row["images"][0].tobytes() == scene.image.tobytes() and row["dataset"] == "synthetic_shapes/caption"
+        caption = assistant["content"][0]["text"]
+        named = re.findall(r"an? (\w+) (\w+) at the ([\w ]+?)[,.]", caption)
+        rows_of = {"top": 0, "middle": 1, "centre": 1, "bottom": 2}
+        assert sorted(named) == sorted(
+            (o.color, o.shape, location_phrase(*o.centre, config.width, config.height)) for o in scene.objects
+        )
+        assert [rows_of[where.split()[0]] for _, _, where in named] == sorted(rows_of[w.split()[0]] for *_, w in named)
+        assert caption.startswith(
+            f"There are {len(scene.objects)} shapes: " if len(scene.objects) > 1 else "There is 1"
+        )
+
+
 def test_corpus_covers_every_word_the_data_says():
     vocab = set(re.findall(r"[\w<>/]+", " ".join(corpus_texts())))
-    data = generate_synthetic(200, 0, 200, seed=5)
-    said = [m["content"][-1]["text"] for row in data["sft"]["messages"] for m in row]
+    data = generate_synthetic(200, 0, 200, seed=5, num_caption=100)
+    said = [m["content"][-1]["text"] for split in ("sft", "caption") for row in data[split]["messages"] for m in row]
     said += [*data["eval"]["problem"], *data["eval"]["reasoning"], *data["eval"]["solution"]]
     said = " ".join(said)
     assert set(re.findall(r"[\w<>/]+", said)) <= vocab
