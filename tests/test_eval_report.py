@@ -73,7 +73,8 @@ def test_metrics_of_reference_completions(scored_run):
     args, metrics = scored_run
     summary = metrics["summary"]
     assert summary["n"] == 4 and summary["format"]["mean"] == 1.0 and summary["accuracy"]["mean"] == 1.0
-    assert summary["flow/counts"] == {"scored": 4, "no_map": 0, "empty_map": 0}
+    counts = summary["flow/counts"]  # a random model may give an all-negative (empty) map; none may be missing
+    assert counts["no_map"] == 0 and counts["scored"] + counts["empty_map"] == 4 and counts["scored"] >= 1
     assert set(summary["per_source"]) == {f"synthetic_shapes/{t}" for t in ("color", "shape", "left_of", "count")}
     for kind in ("flow", "direct"):
         energy = summary[f"{kind}/energy_pg"]

@@ -112,8 +112,11 @@ def test_zero3_lora_with_sampling_under_accelerate_runs_and_the_adapter_loads_wh
 ):
     out = tmp_path / "out"
     lora = ("--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2")
+    # Temperature 4 makes "repeat x or close </think>" a coin flip whatever the random weights prefer, and 5 tokens
+    # leave no room for a repeat, so a completion that repeats loses its format and rewards differ in a group.
     args = grpo_args(tiny_model_dir, synthetic_data_dir, out, 2, "--max_steps", "2", "--num_generations", "4",
-                     "--use_cpu", "false", "--ddp_backend", "gloo", *lora,
+                     "--use_cpu", "false", "--ddp_backend", "gloo", "--temperature", "4", "--max_completion_length", "5",
+                     *lora,
                      "--generation_kwargs", steered_generation(tiny_model_dir, do_sample=True))  # fmt: skip
     run([str(BIN / "accelerate"), "launch", "--config_file", "configs/accelerate/zero3.yaml", "--num_processes", "2",
          "--main_process_port", str(free_port()), "launch/grpo.py", *args], tmp_path)  # fmt: skip
