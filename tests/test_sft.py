@@ -57,7 +57,8 @@ def tiny_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def trained_steps(out: Path) -> int:
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]  # a kill may cut a save
+    checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
     return state["global_step"]
 
