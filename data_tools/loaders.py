@@ -56,6 +56,9 @@ def read_records(source: str | Path, split: str = "train") -> Iterable[Mapping[s
     elif path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         data = datasets.load_from_disk(str(path))
         if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                hint = " (make it with `python -m data_tools.synthetic --num_caption N`)" if split == "caption" else ""
+                raise ValueError(f"{path} has no split {split!r}; it has {sorted(data)}{hint}")
             data = data[split]
     elif path.exists():
         raise ValueError(f"{path}: expected a .json, .jsonl or .parquet file or a save_to_disk folder")

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--initializer_range",
         default="width",
-        help="Std of the tiny model's initial weights, or 'width' (vlm.build_tiny); at 0.02 it never reads the image.",
+        help="Std of the tiny model's initial weights, or 'width' (vlm.build_tiny); at 0.02 the perception stage learns nothing.",
     )
     parser.add_argument("--force", action="store_true", help="Rerun stages whose output already exists.")
     args = parser.parse_args(argv)

@@ -6,8 +6,9 @@ from datasets import Dataset, Features, Image, Value, load_from_disk
 from PIL import Image as PILImage
 from trl.data_utils import prepare_multimodal_messages
 
-from data_tools import SYSTEM_PROMPT, BadRowsError, load_source
+from data_tools import SYSTEM_PROMPT, BadRowsError, generate_synthetic, load_source
 from data_tools.convert import main as convert_main
+from data_tools.loaders import read_records
 
 
 def _save_png(path, size=(40, 20), color=(200, 10, 10)):
@@ -143,3 +144,9 @@ def test_convert_cli_skip_writes_data_and_report_error_writes_nothing(saliency_r
     assert not (tmp_path / "out2").exists()
     assert "swapped corners" in capsys.readouterr().err
     assert len(report.read_text().splitlines()) == 2
+
+
+def test_a_missing_split_of_a_saved_dataset_dict_is_named_with_the_ones_it_has(tmp_path):
+    generate_synthetic(2, 2, 2, seed=0).save_to_disk(str(tmp_path / "data"))
+    with pytest.raises(ValueError, match=r"no split 'caption'; it has \['eval', 'rl', 'sft'\].*--num_caption"):
+        read_records(tmp_path / "data", "caption")
