@@ -1,6 +1,6 @@
 """Data for grounded reasoning: the synthetic shapes set, loaders and converters for public data, validation."""
 
-from .loaders import SOURCES, load_source, read_records
+from .loaders import SOURCES, MissingSplitError, load_source, read_records
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, prompt_messages, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 from .synthetic import (
@@ -34,6 +34,7 @@ __all__ = [
     "SOURCES",
     "SYSTEM_PROMPT",
     "BadRowsError",
+    "MissingSplitError",
     "RowIssue",
     "SyntheticConfig",
     "ValidationReport",

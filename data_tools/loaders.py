@@ -37,6 +37,10 @@ from .validation import PARSE_ERRORS, ValidationReport, rows_to_dataset, validat
 _IMAGE_TAG = re.compile(r"<image>\s*")
 
 
+class MissingSplitError(ValueError):
+    """A saved data set has no split of the requested name."""
+
+
 def read_records(source: str | Path, split: str = "train") -> Iterable[Mapping[str, Any]]:
     """Records of ``source``: a local ``.json``/``.jsonl``/``.parquet`` file, a ``save_to_disk`` folder or a hub name.
 
@@ -58,7 +62,7 @@ def read_records(source: str | Path, split: str = "train") -> Iterable[Mapping[s
         if isinstance(data, datasets.DatasetDict):
             if split not in data:
                 hint = " (make it with `python -m data_tools.synthetic --num_caption N`)" if split == "caption" else ""
-                raise ValueError(f"{path} has no split {split!r}; it has {sorted(data)}{hint}")
+                raise MissingSplitError(f"{path} has no split {split!r}; it has {sorted(data)}{hint}")
             data = data[split]
     elif path.exists():
         raise ValueError(f"{path}: expected a .json, .jsonl or .parquet file or a save_to_disk folder")

@@ -7,7 +7,7 @@ from pathlib import Path
 import datasets
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from data_tools import load_source
+from data_tools import MissingSplitError, load_source
 from evaluation import HeldOutAnswersCallback
 from vlm import load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
@@ -74,8 +74,6 @@ def _heldout_rows(script_args: SFTScriptArguments) -> datasets.Dataset:
     split = script_args.answer_eval_split
     try:
         rows, _ = load_source("saliency_r1", script_args.dataset_name, split=split, kind="rl", on_bad_row="error")
-    except KeyError as error:
-        raise ValueError(
-            f"--answer_eval_split {split!r}: --dataset_name {script_args.dataset_name!r} has no such split"
-        ) from error
+    except MissingSplitError as error:
+        raise ValueError(f"--answer_eval_split {split!r}: {error}") from error
     return rows.select(range(min(script_args.answer_eval_samples, len(rows))))

@@ -271,7 +271,7 @@ def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, s
 
 
 def test_held_out_answers_need_an_existing_split(tiny_model_dir, synthetic_data_dir, tmp_path):
-    with pytest.raises(ValueError, match="--answer_eval_split .nope.*no such split"):
+    with pytest.raises(ValueError, match="--answer_eval_split .nope.*has no split .nope.; it has"):
         run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", "--answer_eval_split", "nope")))
 
 
