@@ -7,7 +7,9 @@ From one SFT checkpoint, for every seed, trains two arms with the same recipe (`
 its maps still traced and logged). Every checkpoint, and the SFT start, is evaluated with `launch/eval.py` on the
 held-out split. Each stage is the command a user would type and is skipped when its output exists, so an
 interrupted run picks up where it stopped. Prints a markdown table (mean and spread over seeds) and writes it,
-with every run's numbers, to `<output_dir>/proof.json`. Extra `launch/grpo.py` flags go after `--`.
+with every run's numbers, to `<output_dir>/proof.json`. Extra `launch/grpo.py` flags go after `--`. Energy-PG and
+PG are means over the rows whose map is not empty, so each is also given minus its baseline on the same rows (the
+box-area fraction, the centre-point PG): those differences compare models whose empty rows differ.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def summary_numbers(metrics_file: Path) -> dict[str, float | None]:
     for name, key in METRICS.items():
         entry = summary.get(key)
         numbers[name] = None if entry is None else entry["mean"]
+    for name, metric, baseline in (("flow energy-PG - area", "flow/energy_pg", "flow/box_area_fraction"),
+                                   ("flow PG - centre", "flow/pg", "flow/centre_point_pg")):  # fmt: skip
+        both = [(summary.get(key) or {}).get("mean") for key in (metric, baseline)]
+        numbers[name] = None if None in both else both[0] - both[1]
     counts = summary.get("flow/counts", {})
     numbers["flow empty maps"] = (counts.get("empty_map", 0) + counts.get("no_map", 0)) / max(summary["n"], 1)
     return numbers
@@ -84,18 +90,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--saliency_weight", type=float, default=None, help="Weight of the saliency reward (the recipe's when unset)."
     )
+    parser.add_argument(
+        "--saliency_layers", type=int, nargs="+", default=None,
+        help="Decoder layers of the maps, for the reward of both arms and for every evaluation (all when unset).",
+    )  # fmt: skip
     parser.add_argument("--max_samples", type=int, default=200, help="Held-out rows evaluated.")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/grpo-proof"), help="Where runs go.")
     args = parser.parse_args(argv)
 
     python = sys.executable
     root = args.output_dir
+    layers = [] if args.saliency_layers is None else ["--saliency_layers", *map(str, args.saliency_layers)]
 
     def evaluate(model: Path, out: Path) -> dict[str, float | None]:
         command = [
             python, "launch/eval.py", "--config", str(args.eval_config), "--model_name_or_path", str(model),
             "--dataset_name", str(args.dataset_name), "--output_dir", str(out),
-            "--max_samples", str(args.max_samples), "--faithfulness_samples", "0",
+            "--max_samples", str(args.max_samples), "--faithfulness_samples", "0", *layers,
         ]
         run(f"evaluate {model}", command, out / "metrics.json", force=False)
         return summary_numbers(out / "metrics.json")
@@ -111,12 +122,13 @@ def main(argv: list[str] | None = None) -> None:
             command = [
                 python, "launch/grpo.py", "--config", str(args.grpo_config), "--model_name_or_path",
                 str(args.sft_model), "--dataset_name", str(args.dataset_name), "--output_dir", str(out),
-                "--seed", str(seed), "--resume_from_checkpoint", "true", "--report_to", "none", *flags, *extra,
+                "--seed", str(seed), "--resume_from_checkpoint", "true", "--report_to", "none", *flags, *layers, *extra,
             ]
             run(f"GRPO {arm} seed {seed}", command, out / "processor_config.json", force=False)
             runs[arm].append(evaluate(out, root / f"eval-{arm}-seed{seed}"))
 
     result = {"seeds": args.seeds, "grpo_config": str(args.grpo_config), "saliency_weight": args.saliency_weight,
+              "saliency_layers": args.saliency_layers,
               "extra_flags": extra, "sft_start": start,
               "runs": runs, "table": table(start, runs)}
     (root / "proof.json").write_text(json.dumps(result, indent=2))

@@ -61,6 +61,13 @@ class InferenceArguments:
             "choices": ["q", "pos"],
         },
     )
+    saliency_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder layers summed into the tracer's maps (negative indices count from the end); all layers "
+            "when unset (SPEC). Use the layers the GRPO run's reward read to score what it was trained on."
+        },
+    )
     min_pixels: int | None = field(
         default=None,
         metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."},
@@ -80,6 +87,8 @@ class InferenceArguments:
             raise ValueError(f"--max_samples must be >= 1 when set, got {self.max_samples}")
         if self.saliency_row not in ("q", "pos"):
             raise ValueError(f"--saliency_row must be 'q' or 'pos', got {self.saliency_row!r}")
+        if self.saliency_layers is not None and not self.saliency_layers:
+            raise ValueError("--saliency_layers needs at least one layer index (leave it unset for all layers)")
 
 
 @dataclass

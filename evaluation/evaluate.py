@@ -79,9 +79,10 @@ def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]
     return [found[q] for q in question_ids]
 
 
-def make_tracer(model: PreTrainedModel, processor: ProcessorMixin, saliency_row: str) -> SaliencyTracer:
-    """The tracer of ``model``, with the flow map's thinking row chosen by ``--saliency_row``."""
-    return SaliencyTracer(model, SpecialTokens.from_tokenizer(processor), row=saliency_row)
+def make_tracer(model: PreTrainedModel, processor: ProcessorMixin, args: InferenceArguments) -> SaliencyTracer:
+    """The tracer of ``model`` with the thinking row and the layers chosen by ``--saliency_row``/``--saliency_layers``."""
+    tokens = SpecialTokens.from_tokenizer(processor)
+    return SaliencyTracer(model, tokens, row=args.saliency_row, layers=args.saliency_layers)
 
 
 def _file_stem(index: int, question_id: str) -> str:
@@ -107,7 +108,7 @@ def evaluate_model(
     """
     output_dir = Path(args.output_dir)
     (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    tracer = make_tracer(model, processor, args.saliency_row)
+    tracer = make_tracer(model, processor, args)
     records, faithful_rows = [], []
     for traced in trace_completions(
         tracer,
@@ -164,6 +165,7 @@ def evaluate_model(
             "dataset_split",
             "max_new_tokens",
             "saliency_row",
+            "saliency_layers",
             "pointing_tolerance_px",
             "bootstrap_samples",
             "confidence",

@@ -225,7 +225,7 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
         return jsonl
     model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     tokenizer = getattr(processor, "tokenizer", processor)
-    tracer = make_tracer(model, processor, args.saliency_row)
+    tracer = make_tracer(model, processor, args)
     progress = tqdm(total=len(todo), desc="exporting", unit="image")
     for start in range(0, len(todo), args.batch_size):
         batch, opened = todo[start : start + args.batch_size], []

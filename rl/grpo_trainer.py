@@ -47,6 +47,7 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         capture = getattr(config, "saliency_capture", "auto")
         self._capture = ("score" if self.use_vllm else "generate") if capture == "auto" else capture
         self._row = getattr(config, "saliency_row", "q")
+        self._layers = getattr(config, "saliency_layers", None)
         self._tracer: SaliencyTracer | None = None
         self._pending: list[SaliencyMaps] | None = None
         self._tracer_seconds = 0.0
@@ -57,7 +58,10 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         """The tracer over the unwrapped policy (built on first use, after accelerate/DeepSpeed wrapped the model)."""
         if self._tracer is None:
             self._tracer = SaliencyTracer(
-                self.accelerator.unwrap_model(self.model), SpecialTokens.from_tokenizer(self._tokenizer), row=self._row
+                self.accelerator.unwrap_model(self.model),
+                SpecialTokens.from_tokenizer(self._tokenizer),
+                row=self._row,
+                layers=self._layers,
             )
         return self._tracer
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -172,3 +172,13 @@ class SampleRows:
     think_rows: list[torch.Tensor]
     values: list[torch.Tensor]
     inv_scale: torch.Tensor
+
+    def of_layers(self, layers: Sequence[int]) -> SampleRows:
+        """The same rows restricted to ``layers`` (indices into the per-layer lists)."""
+        return SampleRows(
+            self.first_row,
+            [self.image_rows[i] for i in layers],
+            [self.think_rows[i] for i in layers],
+            [self.values[i] for i in layers],
+            self.inv_scale,
+        )

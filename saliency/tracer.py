@@ -297,6 +297,8 @@ class SaliencyTracer:
         tokens: ids of ``<think>``, ``</think>`` and the stop tokens (``SpecialTokens.from_tokenizer``).
         row: which row carries a thinking token's view of the image in the flow map: ``"q"`` (the position that
             generated it, default) or ``"pos"`` (its own position).
+        layers: decoder layers whose heads are summed into the maps (``sum_l`` of SPEC section 3), as indices
+            (negative ones count from the end); all layers when None. Every layer is still captured.
         adapter: overrides the family adapter found from the model's config.
         chunk_elements: at most this many attention scores are held at once (per sample in a scoring forward, per
             layer after a traced generate).
@@ -309,6 +311,7 @@ class SaliencyTracer:
         row: RowMode = "q",
         adapter: ModelAdapter | None = None,
         chunk_elements: int = 1 << 24,
+        layers: Sequence[int] | None = None,
     ):
         if row not in ("q", "pos"):
             raise ValueError(f"row must be 'q' or 'pos', got {row!r}")
@@ -317,6 +320,7 @@ class SaliencyTracer:
         self.row = row
         self.adapter = adapter or adapter_for(model)
         self.chunk_elements = chunk_elements
+        self.layers = _layer_indices(layers, len(self.adapter.attentions))
 
     def generate(
         self, input_ids: torch.Tensor, image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None, **generate_kwargs
@@ -405,7 +409,7 @@ class SaliencyTracer:
             return self._gathered_maps(prompt_ids, completions, image_counts, grids, image_sizes, rows_of)
 
     def _gathered_maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
-        o_proj = [self.adapter.o_proj_weight(layer) for layer in range(len(self.adapter.attentions))]
+        o_proj = [self.adapter.o_proj_weight(layer) for layer in self.layers]
         prompt_length = prompt_ids.shape[1]
         results = []
         for b, completion in enumerate(completions):
@@ -417,13 +421,28 @@ class SaliencyTracer:
             if not image_counts[b]:
                 results.append(SaliencyMaps(completion, spans, layouts, reason="the sample has no image"))
                 continue
-            scores = token_scores(self.adapter, o_proj, rows_of(b, spans), completion, spans, prompt_length, self.row)
+            rows = rows_of(b, spans).of_layers(self.layers)
+            scores = token_scores(self.adapter, o_proj, rows, completion, spans, prompt_length, self.row)
             num_tokens = len(completion)
             pad = {kind: torch.cat([s, s.new_zeros(num_tokens - len(s), s.shape[1])]) for kind, s in scores.items()}
             direct = torch.arange(num_tokens) < spans.answer[1]
             flow = (torch.arange(num_tokens) >= spans.answer[0]) & direct
             results.append(SaliencyMaps(completion, spans, layouts, pad, {"direct": direct, "flow": flow}))
         return results
+
+
+def _layer_indices(layers: Sequence[int] | None, count: int) -> list[int]:
+    if layers is None:
+        return list(range(count))
+    if not layers:
+        raise ValueError("layers must name at least one decoder layer (None: all of them)")
+    bad = [layer for layer in layers if not -count <= layer < count]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has {count} decoder layers (0..{count - 1})")
+    indices = sorted({layer % count for layer in layers})
+    if len(indices) != len(layers):
+        raise ValueError(f"layers {list(layers)} name a layer twice")
+    return indices
 
 
 def image_layouts(grids: list[ImageGrid], sizes: Sequence[tuple[int, int]] | None, sample: int) -> list[ImageLayout]:

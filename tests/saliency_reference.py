@@ -104,8 +104,10 @@ def image_positions(input_ids: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def reference_scores(model, input_ids, attention_mask, vision, prompt_length: int, spans: list, row: str = "q") -> list:
-    """Brute-force direct and flow scores (K, N) per sample, None where ``spans`` is None."""
+def reference_scores(
+    model, input_ids, attention_mask, vision, prompt_length: int, spans: list, row: str = "q", layers=None
+) -> list:
+    """Brute-force direct and flow scores (K, N) per sample, None where ``spans`` is None; ``layers``: summed ones."""
     model.config.text_config._attn_implementation = "eager"
     text = model.model.language_model
     captured = {}
@@ -138,6 +140,8 @@ def reference_scores(model, input_ids, attention_mask, vision, prompt_length: in
         direct = torch.zeros(end, len(images), dtype=r.dtype)
         flow = torch.zeros_like(direct)
         for layer, attention in enumerate(out.attentions):
+            if layers is not None and layer not in layers:
+                continue
             a = attention[b]  # (H, L, L)
             v = captured[("v", layer)][b].reshape(-1, kv_heads, head_dim)[images]  # (N, KVH, d)
             w_o = text.layers[layer].self_attn.o_proj.weight  # (D, H*d)

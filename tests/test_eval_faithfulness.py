@@ -9,10 +9,9 @@ from trl import ModelConfig
 from data_tools import generate_split
 from evaluation import answer_log_prob_curves, faithfulness_curves, patch_order, prompt_inputs
 from evaluation.checkpoints import load_checkpoint
-from evaluation.evaluate import make_tracer
 from evaluation.faithfulness import auc, random_orders
 from evaluation.generation import trace_completions
-from saliency import CompletionSpans, ImageLayout, SaliencyMaps
+from saliency import CompletionSpans, ImageLayout, SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
 
 
@@ -23,7 +22,7 @@ def setup(tmp_path_factory):
     path = build_tiny_vlm(tmp_path_factory.mktemp("faith") / "model", seed=1)
     model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
     rows = generate_split("eval", 2, seed=0)
-    tracer = make_tracer(model, processor, "q")
+    tracer = SaliencyTracer(model, SpecialTokens.from_tokenizer(processor))
     traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))
     return model, processor, rows, tracer, traced
 

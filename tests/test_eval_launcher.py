@@ -55,6 +55,8 @@ def test_bad_flags_are_named():
         EvalArguments(faithfulness_baselines=["gradcam"])
     with pytest.raises(ValueError, match="--batch_size"):
         EvalArguments(batch_size=0)
+    with pytest.raises(ValueError, match="--saliency_layers"):
+        EvalArguments(saliency_layers=[])
 
 
 def test_missing_completions_are_named(assets, tmp_path):

@@ -27,6 +27,8 @@ def test_summary_numbers_read_the_headline_metrics_and_count_empty_flow_maps(tmp
         "flow/energy_pg": {"mean": 0.25},
         "flow/pg": {"mean": 0.5},
         "direct/energy_pg": {"mean": 0.1},
+        "flow/box_area_fraction": {"mean": 0.125},
+        "flow/centre_point_pg": {"mean": None},  # no scored row
         "flow/counts": {"scored": 2, "no_map": 1, "empty_map": 1},
     }
     path = tmp_path / "metrics.json"
@@ -35,6 +37,7 @@ def test_summary_numbers_read_the_headline_metrics_and_count_empty_flow_maps(tmp
     assert numbers["accuracy"] == 0.5 and numbers["flow energy-PG"] == 0.25
     assert numbers["direct PG"] is None  # a metric the run did not produce stays missing, not zero
     assert numbers["flow empty maps"] == 0.5
+    assert numbers["flow energy-PG - area"] == 0.125 and numbers["flow PG - centre"] is None
     rendered = grpo_proof.table(numbers, {"saliency": [numbers, numbers]})
     assert "| GRPO saliency | 2 | 0.500 ± 0.000 |" in rendered and "n/a" in rendered
 
@@ -45,7 +48,7 @@ def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, sy
     grpo_proof.main(
         [
             "--sft_model", str(tiny_model_dir), "--dataset_name", str(synthetic_data_dir), "--seeds", "0",
-            "--max_samples", "4", "--output_dir", str(out), "--saliency_weight", "2",
+            "--max_samples", "4", "--output_dir", str(out), "--saliency_weight", "2", "--saliency_layers", "0",
             "--", "--max_steps", "1", "--max_train_samples", "2", "--per_device_train_batch_size", "4",
             "--num_generations", "4", "--max_completion_length", "8", "--save_strategy", "no",
         ]
@@ -58,4 +61,7 @@ def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, sy
     assert "| GRPO control | 1 |" in result["table"] and result["saliency_weight"] == 2.0
     for arm, weights in (("saliency", [1.0, 1.0, 2.0]), ("control", [1.0, 1.0])):
         training_args = torch.load(out / f"{arm}-seed0" / "training_args.bin", weights_only=False)
-        assert list(training_args.reward_weights) == weights
+        assert list(training_args.reward_weights) == weights and training_args.saliency_layers == [0]
+    for name in ("sft", "saliency-seed0", "control-seed0"):
+        settings = json.loads((out / f"eval-{name}" / "metrics.json").read_text())["settings"]
+        assert settings["saliency_layers"] == [0]

@@ -47,6 +47,7 @@ def train(
     capture: str = "auto",
     rewards=("format", "accuracy", "saliency"),
     steps: int = 1,
+    layers: list[int] | None = None,
 ) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
     model, processor = load_model_and_processor(
         ModelConfig(model_name_or_path=str(model_dir), dtype="float32"), for_training=True
@@ -68,6 +69,7 @@ def train(
         bf16=False,
         seed=0,
         saliency_capture=capture,
+        saliency_layers=layers,
         generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, steer)},
     )
     dataset = load_grpo_dataset(str(data_dir), split="rl").select(range(4))
@@ -129,6 +131,22 @@ def test_control_run_without_the_saliency_reward_still_logs_the_maps(tiny_model_
 def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):
     with pytest.raises(ValueError, match="saliency_capture"):
         SaliencyGRPOConfig(output_dir=str(tmp_path), use_vllm=True, saliency_capture="generate")
+
+
+def test_bad_map_flags_are_named(tmp_path):
+    with pytest.raises(ValueError, match="--saliency_row"):
+        SaliencyGRPOConfig(output_dir=str(tmp_path), saliency_row="middle")
+    with pytest.raises(ValueError, match="--saliency_layers"):
+        SaliencyGRPOConfig(output_dir=str(tmp_path), saliency_layers=[])
+
+
+def test_the_reward_reads_the_maps_of_the_chosen_layers(tiny_model_dir, synthetic_data_dir, tmp_path):
+    trainer, recorder = train(tiny_model_dir, synthetic_data_dir, tmp_path / "last", steer=REASONED, layers=[-1])
+    assert trainer.tracer.layers == [trainer.model.config.text_config.num_hidden_layers - 1]
+    _, every = train(tiny_model_dir, synthetic_data_dir, tmp_path / "every", steer=REASONED)
+    last_maps, every_maps = recorder.calls[0]["saliency_map"], every.calls[0]["saliency_map"]
+    assert all(m is not None and np.isfinite(m).all() for m in last_maps)
+    assert any(not np.allclose(a, b) for a, b in zip(last_maps, every_maps))
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def _inputs(model, family, batched):
     return prompt, prompt_mask, vision, (COMPLETIONS if batched else COMPLETIONS[1:])
 
 
-def _reference(model, prompt, prompt_mask, vision, completions, row="q"):
+def _reference(model, prompt, prompt_mask, vision, completions, row="q", layers=None):
     completion_ids, completion_mask = right_pad(completions)
     full = dict(vision)
     if "mm_token_type_ids" in full:
@@ -55,6 +55,7 @@ def _reference(model, prompt, prompt_mask, vision, completions, row="q"):
         prompt.shape[1],
         spans,
         row,
+        layers,
     )
 
 
@@ -113,6 +114,54 @@ def test_row_at_the_thinking_tokens_own_position(mode):
         prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision
     )
     assert not torch.allclose(default[0].scores["flow"], maps[0].scores["flow"])
+
+
+@pytest.mark.parametrize("mode", ["score", "generate"])
+def test_maps_of_chosen_layers_equal_the_reference_summed_over_those_layers(mode):
+    model = tiny_vlm("qwen2_5_vl", torch.float32)
+    prompt, prompt_mask, vision, completions = _inputs(model, "qwen2_5_vl", batched=True)
+    count = model.config.text_config.num_hidden_layers
+    assert count >= 2
+    tracer = SaliencyTracer(model, TOKENS, layers=[-1])
+    if mode == "score":
+        maps = tracer.score(prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision)
+    else:
+        maps = tracer.generate(
+            prompt, attention_mask=prompt_mask, **vision, **scripted_generate_kwargs(completions, prompt.shape[1])
+        ).maps
+    _assert_close(maps, _reference(model, prompt, prompt_mask, vision, completions, layers=[count - 1]), rtol=1e-5)
+
+
+def test_per_layer_maps_add_up_to_the_all_layer_map():
+    model = tiny_vlm("qwen2_vl", torch.float32)
+    prompt, prompt_mask, vision, completions = _inputs(model, "qwen2_vl", batched=True)
+    completion_ids, completion_mask = right_pad(completions)
+    count = model.config.text_config.num_hidden_layers
+    every = SaliencyTracer(model, TOKENS).score(prompt, completion_ids, prompt_mask, completion_mask, **vision)
+    named = SaliencyTracer(model, TOKENS, layers=range(count)).score(
+        prompt, completion_ids, prompt_mask, completion_mask, **vision
+    )
+    single = [
+        SaliencyTracer(model, TOKENS, layers=[layer]).score(
+            prompt, completion_ids, prompt_mask, completion_mask, **vision
+        )
+        for layer in range(count)
+    ]
+    for b in range(len(completions)):
+        for kind in ("direct", "flow"):
+            torch.testing.assert_close(named[b].scores[kind], every[b].scores[kind])
+            total = sum(maps[b].scores[kind] for maps in single)
+            torch.testing.assert_close(total, every[b].scores[kind], rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(single[0][b].scores[kind], every[b].scores[kind])
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [([], "at least one"), ([0, 99], r"layers \[99\] out of range: the model has \d+ decoder layers"), ([0, 0], "twice")],
+)
+def test_bad_layer_choices_are_named(layers, message):
+    with pytest.raises(ValueError, match=message):
+        SaliencyTracer(tiny_vlm("qwen2_vl", torch.float32), TOKENS, layers=layers)
 
 
 def test_float64_matches_to_double_precision_where_the_model_allows():
