@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         "--saliency_weight", type=float, default=None, help="Weight of the saliency reward (the recipe's when unset)."
     )
     parser.add_argument(
+        "--saliency_reward", default="saliency",
+        help="The saliency reward of the saliency arm (a name in rewards.REWARD_FUNCS, e.g. saliency_if_correct).",
+    )  # fmt: skip
+    parser.add_argument(
         "--saliency_layers", type=int, nargs="+", default=None,
         help="Decoder layers of the maps, for the reward of both arms and for every evaluation (all when unset).",
     )  # fmt: skip
@@ -115,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[dict[str, float | None]]] = {arm: [] for arm in ARMS}
     for seed in args.seeds:
         for arm, flags in ARMS.items():
-            if arm == "saliency" and args.saliency_weight is not None:
-                flags = ["--reward_funcs", "format", "accuracy", "saliency", "--reward_weights", "1", "1",
-                         str(args.saliency_weight)]  # fmt: skip
+            if arm == "saliency" and (args.saliency_weight is not None or args.saliency_reward != "saliency"):
+                weight = 1.0 if args.saliency_weight is None else args.saliency_weight
+                flags = ["--reward_funcs", "format", "accuracy", args.saliency_reward, "--reward_weights", "1", "1",
+                         str(weight)]  # fmt: skip
             out = root / f"{arm}-seed{seed}"
             command = [
                 python, "launch/grpo.py", "--config", str(args.grpo_config), "--model_name_or_path",
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             runs[arm].append(evaluate(out, root / f"eval-{arm}-seed{seed}"))
 
     result = {"seeds": args.seeds, "grpo_config": str(args.grpo_config), "saliency_weight": args.saliency_weight,
+              "saliency_reward": args.saliency_reward,
               "saliency_layers": args.saliency_layers,
               "extra_flags": extra, "sft_start": start,
               "runs": runs, "table": table(start, runs)}

@@ -21,6 +21,7 @@ REWARD_FUNCS: dict[str, Callable[[], RewardFunc]] = {
     "iou": lambda: iou_reward,
     "saliency": SaliencyReward,
     "saliency_pg": partial(SaliencyReward, metric="pg"),
+    "saliency_if_correct": partial(SaliencyReward, when_correct=True),
     "saliency_direct": partial(SaliencyReward, map_key="saliency_map_direct"),
     "saliency_direct_pg": partial(SaliencyReward, metric="pg", map_key="saliency_map_direct"),
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .accuracy import answer_matches
 from .boxes import as_boxes
 from .pointing import as_saliency_map, energy_pointing_game, pointing_game
-from .text import completion_text, parse_reasoning
+from .text import answer_text, completion_text, parse_reasoning
 
 SALIENCY_METRICS = ("energy_pg", "pg")
 OUTCOMES = ("scored", "bad_format", "no_map", "empty_map")
@@ -26,13 +27,19 @@ class SaliencyReward:
     None, reward 0); `empty_map` (no positive mass or a non-finite value, reward 0). When TRL passes `log_metric`,
     the batch fractions of the last three are logged under `<name>/<outcome>`.
 
+    With `when_correct`, only completions whose answer matches the row's `solution` column (the rule of
+    `accuracy_reward`) are scored; a wrong answer gets 0 and the outcome `wrong_answer`. The map then only ranks
+    right answers against each other, so the saliency term cannot pay for a wrong answer with a better map.
+
     Args:
         metric: `"energy_pg"` (default, in [0, 1]) or `"pg"` (0 or 1).
         map_key: column holding the maps.
         box_key: column holding the boxes.
         tolerance_px: pointing-game tolerance in pixels (`pg` only).
         name: the name TRL logs the reward under; default `saliency_<metric>`, with the part of `map_key` after
-            `saliency_map_` inserted (`saliency_direct_energy_pg` for `saliency_map_direct`).
+            `saliency_map_` inserted (`saliency_direct_energy_pg` for `saliency_map_direct`) and `_if_correct`
+            appended with `when_correct`.
+        when_correct: score right answers only (reads the `solution` column).
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class SaliencyReward:
         box_key: str = "bbox",
         tolerance_px: float = 0.0,
         name: str | None = None,
+        when_correct: bool = False,
     ) -> None:
         if metric not in SALIENCY_METRICS:
             raise ValueError(f"metric must be one of {SALIENCY_METRICS}, got {metric!r}")
@@ -51,15 +59,18 @@ class SaliencyReward:
         self.map_key = map_key
         self.box_key = box_key
         self.tolerance_px = tolerance_px
+        self.when_correct = when_correct
         if name is None:
             variant = map_key.removeprefix("saliency_map").strip("_")
-            name = "_".join(part for part in ("saliency", variant, metric) if part)
+            gate = "if_correct" if when_correct else ""
+            name = "_".join(part for part in ("saliency", variant, metric, gate) if part)
         self.__name__ = name
-        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.outcomes = OUTCOMES + ("wrong_answer",) if when_correct else OUTCOMES
+        self.counts = dict.fromkeys(self.outcomes, 0)
 
     def reset_counts(self) -> dict[str, int]:
         """Return the counts so far and start again from zero."""
-        counts, self.counts = self.counts, dict.fromkeys(OUTCOMES, 0)
+        counts, self.counts = self.counts, dict.fromkeys(self.outcomes, 0)
         return counts
 
     def _score(self, saliency_map: Any, boxes: Any) -> float | None:
@@ -70,7 +81,8 @@ class SaliencyReward:
     def __call__(
         self, prompts: list[Any], completions: list[Any], completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        for key in (self.map_key, self.box_key):
+        keys = (self.map_key, self.box_key, "solution") if self.when_correct else (self.map_key, self.box_key)
+        for key in keys:
             if key not in kwargs:
                 hint = "; the trainer must add the saliency map of each completion" if key == self.map_key else ""
                 raise ValueError(
@@ -78,15 +90,19 @@ class SaliencyReward:
                 )
             if len(kwargs[key]) != len(completions):
                 raise ValueError(f"column {key!r} has {len(kwargs[key])} entries for {len(completions)} completions")
-        batch = dict.fromkeys(OUTCOMES, 0)
+        batch = dict.fromkeys(self.outcomes, 0)
         rewards = []
-        for row, (completion, saliency_map, boxes) in enumerate(
-            zip(completions, kwargs[self.map_key], kwargs[self.box_key])
+        solutions = kwargs["solution"] if self.when_correct else [None] * len(completions)
+        for row, (completion, saliency_map, boxes, solution) in enumerate(
+            zip(completions, kwargs[self.map_key], kwargs[self.box_key], solutions)
         ):
             boxes = as_boxes(boxes, row=row, field=self.box_key)
             score = None
-            if parse_reasoning(completion_text(completion)) is None:
+            text = completion_text(completion)
+            if parse_reasoning(text) is None:
                 outcome = "bad_format"
+            elif self.when_correct and not answer_matches(answer_text(text), solution):
+                outcome = "wrong_answer"
             elif saliency_map is None:
                 outcome = "no_map"
             else:
@@ -102,6 +118,6 @@ class SaliencyReward:
             self.counts[outcome] += count
         log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
         if callable(log_metric) and completions:
-            for outcome in OUTCOMES[1:]:
+            for outcome in self.outcomes[1:]:
                 log_metric(f"{self.__name__}/{outcome}", batch[outcome] / len(completions))
         return rewards

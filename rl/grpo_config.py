@@ -18,7 +18,8 @@ class SaliencyGRPOConfig(GRPOConfig):
         default_factory=lambda: ["format", "accuracy", "saliency"],
         metadata={
             "help": "Reward functions by name (keys of `rewards.REWARD_FUNCS`: format, accuracy, iou, saliency "
-            "(energy-PG of the flow map), saliency_pg, saliency_direct, saliency_direct_pg), in the order of "
+            "(energy-PG of the flow map), saliency_pg, saliency_if_correct (scores right answers only), saliency_direct, "
+            "saliency_direct_pg), in the order of "
             "`reward_weights`."
         },
     )

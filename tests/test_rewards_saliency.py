@@ -56,6 +56,23 @@ def test_map_key_selects_another_column_and_names_the_reward():
     assert SaliencyReward(name="mine").__name__ == "mine"
 
 
+def test_when_correct_scores_right_answers_only():
+    reward = REWARD_FUNCS["saliency_if_correct"]()
+    assert reward.__name__ == "saliency_energy_pg_if_correct"
+    completions = [GOOD, "<think>The blue square is top left.</think>blue", "red", GOOD]
+    maps = [peaked(0, 0), peaked(0, 0), peaked(0, 0), None]
+    logged = {}
+    rewards = reward(
+        ["q"] * 4, completions, saliency_map=maps, bbox=[BOX] * 4, solution=["red"] * 4, log_metric=logged.__setitem__
+    )
+    # right and pointing inside: 1; wrong answer with the same perfect map: 0; bad format: 0; right, no map: 0.
+    assert rewards == [1.0, 0.0, 0.0, 0.0]
+    assert reward.counts == {"scored": 1, "bad_format": 1, "no_map": 1, "empty_map": 0, "wrong_answer": 1}
+    assert logged["saliency_energy_pg_if_correct/wrong_answer"] == 0.25
+    with pytest.raises(ValueError, match="'solution', which is missing"):
+        reward(["q"], [GOOD], saliency_map=[peaked(0, 0)], bbox=[BOX])
+
+
 def test_counts_accumulate_and_reset():
     reward = SaliencyReward()
     for _ in range(2):
