@@ -29,7 +29,6 @@ from .report import render_report, sample_overlay
 logger = logging.getLogger(__name__)
 
 
-
 def load_rows(args: InferenceArguments) -> tuple[datasets.Dataset, ValidationReport]:
     """The validated rows of ``args.dataset_name`` (the first ``max_samples``) and the validation report.
 

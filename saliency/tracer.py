@@ -152,7 +152,9 @@ class _GenerationRecorder(Recorder):
         self.values[layer] = value.gather(2, index)
         self.scaling[layer] = scaling
         row_index = torch.arange(self.first_row, q_len, device=query.device)
-        rows_mask = row_mask(mask, slice(None), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32))
+        rows_mask = row_mask(
+            mask, slice(None), row_index, q_len, kv_len, torch.promote_types(query.dtype, torch.float32)
+        )
         probs = attention_rows(query[:, :, row_index], key, rows_mask, scaling)
         self.prefill_rows[layer] = _gather_columns(probs, self.image_index).to(query.dtype)
 

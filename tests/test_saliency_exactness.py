@@ -157,7 +157,11 @@ def test_per_layer_maps_add_up_to_the_all_layer_map():
 
 @pytest.mark.parametrize(
     "layers, message",
-    [([], "at least one"), ([0, 99], r"layers \[99\] out of range: the model has \d+ decoder layers"), ([0, 0], "twice")],
+    [
+        ([], "at least one"),
+        ([0, 99], r"layers \[99\] out of range: the model has \d+ decoder layers"),
+        ([0, 0], "twice"),
+    ],
 )
 def test_bad_layer_choices_are_named(layers, message):
     with pytest.raises(ValueError, match=message):
