@@ -98,17 +98,20 @@ def test_maps_equal_reference(family_model, mode, batched):
     _assert_close(maps, _reference(model, prompt, prompt_mask, vision, completions), rtol=1e-5)
 
 
+def _traced(tracer, mode, prompt, prompt_mask, vision, completions):
+    """The maps of ``completions`` from a scoring forward or from a scripted traced ``generate``."""
+    if mode == "score":
+        return tracer.score(prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision)
+    kwargs = scripted_generate_kwargs(completions, prompt.shape[1])
+    return tracer.generate(prompt, attention_mask=prompt_mask, **vision, **kwargs).maps
+
+
 @pytest.mark.parametrize("mode", ["score", "generate"])
 def test_row_at_the_thinking_tokens_own_position(mode):
     model = tiny_vlm("qwen2_5_vl", torch.float32)
     prompt, prompt_mask, vision, completions = _inputs(model, "qwen2_5_vl", batched=True)
     tracer = SaliencyTracer(model, TOKENS, row="pos")
-    if mode == "score":
-        maps = tracer.score(prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision)
-    else:
-        maps = tracer.generate(
-            prompt, attention_mask=prompt_mask, **vision, **scripted_generate_kwargs(completions, prompt.shape[1])
-        ).maps
+    maps = _traced(tracer, mode, prompt, prompt_mask, vision, completions)
     _assert_close(maps, _reference(model, prompt, prompt_mask, vision, completions, row="pos"), rtol=1e-5)
     default = SaliencyTracer(model, TOKENS).score(
         prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision
@@ -123,12 +126,7 @@ def test_maps_of_chosen_layers_equal_the_reference_summed_over_those_layers(mode
     count = model.config.text_config.num_hidden_layers
     assert count >= 2
     tracer = SaliencyTracer(model, TOKENS, layers=[-1])
-    if mode == "score":
-        maps = tracer.score(prompt, *right_pad(completions)[:1], prompt_mask, right_pad(completions)[1], **vision)
-    else:
-        maps = tracer.generate(
-            prompt, attention_mask=prompt_mask, **vision, **scripted_generate_kwargs(completions, prompt.shape[1])
-        ).maps
+    maps = _traced(tracer, mode, prompt, prompt_mask, vision, completions)
     _assert_close(maps, _reference(model, prompt, prompt_mask, vision, completions, layers=[count - 1]), rtol=1e-5)
 
 
