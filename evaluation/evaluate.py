@@ -81,7 +81,10 @@ def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]
 def make_tracer(model: PreTrainedModel, processor: ProcessorMixin, args: InferenceArguments) -> SaliencyTracer:
     """The tracer of ``model`` with the thinking row and the layers chosen by ``--saliency_row``/``--saliency_layers``."""
     tokens = SpecialTokens.from_tokenizer(processor)
-    return SaliencyTracer(model, tokens, row=args.saliency_row, layers=args.saliency_layers)
+    try:
+        return SaliencyTracer(model, tokens, row=args.saliency_row, layers=args.saliency_layers)
+    except ValueError as error:
+        raise ValueError(f"--saliency_layers {args.saliency_layers}: {error}") from error
 
 
 def _file_stem(index: int, question_id: str) -> str:

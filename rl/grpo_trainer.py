@@ -49,20 +49,23 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         self._row = getattr(config, "saliency_row", "q")
         self._layers = getattr(config, "saliency_layers", None)
         self._tracer: SaliencyTracer | None = None
+        if self._trace:
+            self.tracer  # noqa: B018 - built now, so that a bad --saliency_layers stops the run before training
         self._pending: list[SaliencyMaps] | None = None
         self._tracer_seconds = 0.0
         self._completion_tokens = 0
 
     @property
     def tracer(self) -> SaliencyTracer:
-        """The tracer over the unwrapped policy (built on first use, after accelerate/DeepSpeed wrapped the model)."""
+        """The tracer over the unwrapped policy (the same modules before and after accelerate/DeepSpeed wrap it)."""
         if self._tracer is None:
-            self._tracer = SaliencyTracer(
-                self.accelerator.unwrap_model(self.model),
-                SpecialTokens.from_tokenizer(self._tokenizer),
-                row=self._row,
-                layers=self._layers,
-            )
+            model = self.accelerator.unwrap_model(self.model)
+            try:
+                self._tracer = SaliencyTracer(
+                    model, SpecialTokens.from_tokenizer(self._tokenizer), row=self._row, layers=self._layers
+                )
+            except ValueError as error:
+                raise ValueError(f"--saliency_layers {self._layers}: {error}") from error
         return self._tracer
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):

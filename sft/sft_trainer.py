@@ -17,6 +17,11 @@ from .sft_data import load_sft_dataset
 
 def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
     """Train, save the model (the adapter for LoRA/QLoRA) and processor to `output_dir`, and return that path."""
+    if script_args.merge_adapter and not model_args.use_peft:
+        raise ValueError(
+            "--merge_adapter merges a LoRA adapter: it needs --use_peft true (full fine-tuning saves the "
+            "whole model already)"
+        )
     training_args.assistant_only_loss = True  # the loss covers the assistant's reasoning and answer only
     training_args.remove_unused_columns = False
     train_dataset = load_sft_dataset(
@@ -63,7 +68,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
     trainer.save_state()  # trainer_state.json: the whole log history, the held-out answers' scores included
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(output_dir)
-        if script_args.merge_adapter and model_args.use_peft:
+        if script_args.merge_adapter:
             merge_lora_adapter(output_dir, output_dir / "merged")
     trainer.accelerator.wait_for_everyone()
     return output_dir

@@ -59,6 +59,15 @@ def test_bad_flags_are_named():
         EvalArguments(saliency_layers=[])
 
 
+def test_layers_the_model_lacks_are_named(assets):
+    from evaluation.evaluate import make_tracer
+
+    model, processor = load_model_and_processor(ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32"))
+    with pytest.raises(ValueError, match=r"--saliency_layers \[-9\]: layers \[-9\] out of range"):
+        make_tracer(model, processor, EvalArguments(saliency_layers=[-9]))
+    assert make_tracer(model, processor, EvalArguments(saliency_layers=[-1])).layers == [3]
+
+
 def test_missing_completions_are_named(assets, tmp_path):
     from evaluation.evaluate import read_completions
 

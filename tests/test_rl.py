@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ class RecordInputs:
         return [0.0] * len(completions)
 
 
-def train(
+def make_trainer(
     model_dir,
     data_dir,
     out,
@@ -76,6 +77,11 @@ def train(
     trainer = SaliencyGRPOTrainer(
         model=model, reward_funcs=[*funcs, recorder], args=args, train_dataset=dataset, processing_class=processor
     )
+    return trainer, recorder
+
+
+def train(model_dir, data_dir, out, **options: Any) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
+    trainer, recorder = make_trainer(model_dir, data_dir, out, **options)
     trainer.train()
     return trainer, recorder
 
@@ -131,6 +137,11 @@ def test_control_run_without_the_saliency_reward_still_logs_the_maps(tiny_model_
 def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):
     with pytest.raises(ValueError, match="saliency_capture"):
         SaliencyGRPOConfig(output_dir=str(tmp_path), use_vllm=True, saliency_capture="generate")
+
+
+def test_layers_the_model_lacks_stop_the_run_before_training(tiny_model_dir, synthetic_data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"--saliency_layers \[0, 99\]: layers \[99\] out of range"):
+        make_trainer(tiny_model_dir, synthetic_data_dir, tmp_path / "bad", steer=REASONED, layers=[0, 99])
 
 
 def test_bad_map_flags_are_named(tmp_path):

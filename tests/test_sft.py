@@ -270,6 +270,11 @@ def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, s
         assert any(key.startswith("heldout/synthetic_shapes/") for key in entry)
 
 
+def test_merging_needs_an_adapter(tiny_model_dir, synthetic_data_dir, tmp_path):
+    with pytest.raises(ValueError, match="--merge_adapter .* --use_peft true"):
+        run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "full", "--merge_adapter", "true")))
+
+
 def test_held_out_answers_need_an_existing_split(tiny_model_dir, synthetic_data_dir, tmp_path):
     with pytest.raises(ValueError, match="--answer_eval_split .nope.*has no split .nope.; it has"):
         run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", "--answer_eval_split", "nope")))
