@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_tools import SYSTEM_PROMPT
+from saliency import SaliencyMapArguments
 from saliency.baselines import BASELINES
 
 
 @dataclass
-class InferenceArguments:
+class InferenceArguments(SaliencyMapArguments):
     """What both launchers share: the rows to run on, how completions are produced and how maps are traced."""
 
     dataset_name: str | None = field(
@@ -53,21 +54,6 @@ class InferenceArguments:
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System prompt of every question."})
     batch_size: int = field(default=8, metadata={"help": "Rows per generation batch (left-padded)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest completion generated (greedy decoding)."})
-    saliency_row: str = field(
-        default="q",
-        metadata={
-            "help": "Row of a thinking token t in the flow map: 'q' (q(t), the position that generated t; "
-            "published) or 'pos' (pos(t), the token's own position).",
-            "choices": ["q", "pos"],
-        },
-    )
-    saliency_layers: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Decoder layers summed into the tracer's maps (negative indices count from the end); all layers "
-            "when unset (SPEC). Use the layers the GRPO run's reward read to score what it was trained on."
-        },
-    )
     min_pixels: int | None = field(
         default=None,
         metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."},
@@ -85,10 +71,7 @@ class InferenceArguments:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"--max_samples must be >= 1 when set, got {self.max_samples}")
-        if self.saliency_row not in ("q", "pos"):
-            raise ValueError(f"--saliency_row must be 'q' or 'pos', got {self.saliency_row!r}")
-        if self.saliency_layers is not None and not self.saliency_layers:
-            raise ValueError("--saliency_layers needs at least one layer index (leave it unset for all layers)")
+        self.check_map_flags()
 
 
 @dataclass

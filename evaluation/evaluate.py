@@ -78,15 +78,6 @@ def read_completions(path: str | Path, question_ids: Sequence[str]) -> list[str]
     return [found[q] for q in question_ids]
 
 
-def make_tracer(model: PreTrainedModel, processor: ProcessorMixin, args: InferenceArguments) -> SaliencyTracer:
-    """The tracer of ``model`` with the thinking row and the layers chosen by ``--saliency_row``/``--saliency_layers``."""
-    tokens = SpecialTokens.from_tokenizer(processor)
-    try:
-        return SaliencyTracer(model, tokens, row=args.saliency_row, layers=args.saliency_layers)
-    except ValueError as error:
-        raise ValueError(f"--saliency_layers {args.saliency_layers}: {error}") from error
-
-
 def _file_stem(index: int, question_id: str) -> str:
     return f"{index:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', question_id)[:80]}"
 
@@ -110,7 +101,7 @@ def evaluate_model(
     """
     output_dir = Path(args.output_dir)
     (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    tracer = make_tracer(model, processor, args)
+    tracer = args.make_tracer(model, SpecialTokens.from_tokenizer(processor))
     records, faithful_rows = [], []
     for traced in trace_completions(
         tracer,

@@ -41,11 +41,11 @@ from trl import ModelConfig
 
 from data_tools import load_image
 from rewards import answer_text, parse_reasoning
-from saliency import SaliencyMaps
+from saliency import SaliencyMaps, SpecialTokens
 
 from .checkpoints import load_checkpoint
 from .eval_config import ExportArguments
-from .evaluate import load_rows, make_tracer, read_completions
+from .evaluate import load_rows, read_completions
 from .generation import TracedCompletion, trace_completions
 from .phrases import Phrase, noun_phrases, token_char_spans, tokens_overlapping
 
@@ -225,7 +225,7 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
         return jsonl
     model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     tokenizer = getattr(processor, "tokenizer", processor)
-    tracer = make_tracer(model, processor, args)
+    tracer = args.make_tracer(model, SpecialTokens.from_tokenizer(processor))
     progress = tqdm(total=len(todo), desc="exporting", unit="image")
     for start in range(0, len(todo), args.batch_size):
         batch, opened = todo[start : start + args.batch_size], []

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from saliency import SaliencyMapArguments
+
 
 @dataclass
-class SaliencyGRPOConfig(GRPOConfig):
-    """`trl.GRPOConfig` plus how the saliency maps are captured and which rewards are used.
+class SaliencyGRPOConfig(GRPOConfig, SaliencyMapArguments):
+    """`trl.GRPOConfig` plus which rewards are used and how the saliency maps are captured and built.
 
     Everything of GRPO itself (group size, KL, loss type, vLLM, ...) is TRL's and keeps TRL's meaning.
     """
@@ -32,21 +34,6 @@ class SaliencyGRPOConfig(GRPOConfig):
             "choices": ["auto", "generate", "score"],
         },
     )
-    saliency_row: str = field(
-        default="q",
-        metadata={
-            "help": "Row of a thinking token t in the flow map: 'q' (q(t), the position that generated t; "
-            "published) or 'pos' (pos(t), the token's own position).",
-            "choices": ["q", "pos"],
-        },
-    )
-    saliency_layers: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Decoder layers summed into the maps the rewards and logs read (negative indices count from the "
-            "end); all layers when unset (SPEC). E.g. `--saliency_layers 0 -1`.",
-        },
-    )
     log_saliency_metrics: bool = field(
         default=True,
         metadata={
@@ -56,10 +43,7 @@ class SaliencyGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
-        if self.saliency_row not in ("q", "pos"):
-            raise ValueError(f"--saliency_row must be 'q' or 'pos', got {self.saliency_row!r}")
-        if self.saliency_layers is not None and not self.saliency_layers:
-            raise ValueError("--saliency_layers needs at least one layer index (leave it unset for all layers)")
+        self.check_map_flags()
         if self.use_vllm and self.saliency_capture == "generate":
             raise ValueError("--saliency_capture generate reads HF generate; with --use_vllm use 'score' or 'auto'")
         super().__post_init__()

@@ -12,7 +12,7 @@ from trl import GRPOTrainer
 from trl.data_utils import apply_chat_template
 
 from rewards import SaliencyReward, energy_pointing_game, pointing_game
-from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
+from saliency import SaliencyMapArguments, SaliencyMaps, SaliencyTracer, SpecialTokens
 
 from .grpo_config import SaliencyGRPOConfig
 
@@ -46,8 +46,7 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         self._trace = reads_maps or getattr(config, "log_saliency_metrics", False)
         capture = getattr(config, "saliency_capture", "auto")
         self._capture = ("score" if self.use_vllm else "generate") if capture == "auto" else capture
-        self._row = getattr(config, "saliency_row", "q")
-        self._layers = getattr(config, "saliency_layers", None)
+        self._map_args = config if isinstance(config, SaliencyMapArguments) else SaliencyMapArguments()
         self._tracer: SaliencyTracer | None = None
         if self._trace:
             self.tracer  # noqa: B018 - built now, so that a bad --saliency_layers stops the run before training
@@ -60,12 +59,7 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         """The tracer over the unwrapped policy (the same modules before and after accelerate/DeepSpeed wrap it)."""
         if self._tracer is None:
             model = self.accelerator.unwrap_model(self.model)
-            try:
-                self._tracer = SaliencyTracer(
-                    model, SpecialTokens.from_tokenizer(self._tokenizer), row=self._row, layers=self._layers
-                )
-            except ValueError as error:
-                raise ValueError(f"--saliency_layers {self._layers}: {error}") from error
+            self._tracer = self._map_args.make_tracer(model, SpecialTokens.from_tokenizer(self._tokenizer))
         return self._tracer
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):

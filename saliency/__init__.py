@@ -19,6 +19,7 @@ from .baselines import (
     RawAttention,
 )
 from .heatmap import colormap, overlay, side_by_side
+from .map_arguments import SaliencyMapArguments
 from .output import ImageLayout, ImageMap, SaliencyMaps
 from .spans import CompletionSpans, SpecialTokens, completion_spans, find_spans, prompt_opens_thinking
 from .tracer import GenerationRecording, SaliencyTracer, TracedGeneration
@@ -40,6 +41,7 @@ __all__ = [
     "ModelAdapter",
     "QwenVLAdapter",
     "RawAttention",
+    "SaliencyMapArguments",
     "SaliencyMaps",
     "SaliencyTracer",
     "SpecialTokens",

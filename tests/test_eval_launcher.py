@@ -12,6 +12,7 @@ from peft import LoraConfig, get_peft_model
 from trl import ModelConfig
 
 from evaluation import EvalArguments, adapter_base, load_checkpoint, prompt_inputs
+from saliency import SpecialTokens
 from vlm import load_model_and_processor, merge_lora_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +61,11 @@ def test_bad_flags_are_named():
 
 
 def test_layers_the_model_lacks_are_named(assets):
-    from evaluation.evaluate import make_tracer
-
     model, processor = load_model_and_processor(ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32"))
+    tokens = SpecialTokens.from_tokenizer(processor)
     with pytest.raises(ValueError, match=r"--saliency_layers \[-9\]: layers \[-9\] out of range"):
-        make_tracer(model, processor, EvalArguments(saliency_layers=[-9]))
-    assert make_tracer(model, processor, EvalArguments(saliency_layers=[-1])).layers == [3]
+        EvalArguments(saliency_layers=[-9]).make_tracer(model, tokens)
+    assert EvalArguments(saliency_layers=[-1]).make_tracer(model, tokens).layers == [3]
 
 
 def test_missing_completions_are_named(assets, tmp_path):
