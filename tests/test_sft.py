@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from transformers import AutoModelForImageTextToText
 from trl import ModelConfig, SFTConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -139,8 +141,9 @@ def test_loss_mask_covers_the_assistant_turn_only(tiny_model_dir, synthetic_data
         assert not (labelled == image_token).any()
 
 
-def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
-    images = tmp_path / "images"
+def write_cold_start_json(folder: Path) -> tuple[Path, Path]:
+    """Three LLaVA-CoT rows (a JSON-lines file and its image folder), as the published cold start's data looks."""
+    images = folder / "images"
     images.mkdir()
     records = []
     for i, colour in enumerate(["red", "blue", "green"]):
@@ -159,8 +162,13 @@ def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
                 ],
             }
         )
-    source = tmp_path / "train.jsonl"
+    source = folder / "train.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in records))
+    return source, images
+
+
+def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
+    source, images = write_cold_start_json(tmp_path)
     rows = load_sft_dataset(str(source), source="llava_cot", split="train", image_dir=str(images))
     assert len(rows) == 3
     assert rows[0]["messages"][-1]["content"][0]["text"].endswith("</think>red")
@@ -180,6 +188,34 @@ def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
         )
     )
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["qwen2_5_vl_3b_zero3", "qwen2_5_vl_7b_zero3"])
+def test_published_recipe_runs_on_a_local_tiny_copy(recipe, tiny_model_dir, tmp_path):
+    """The shipped recipe (LoRA r=128 on all linear layers, cosine with 5% warm-up, gradient checkpointing, 512-px
+    images, LLaVA-CoT JSON, merged adapter) with only what this machine lacks replaced: the 3B/7B weights, the data
+    paths, flash-attention, bf16 and the 8-GPU ZeRO-3 launch (covered by tests/test_scale_sft.py)."""
+    source, images = write_cold_start_json(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--config", str(REPO / f"configs/sft/{recipe}.yaml"), "--model_name_or_path", str(tiny_model_dir),
+            "--dataset_name", str(source), "--image_dir", str(images), "--output_dir", str(out),
+            "--attn_implementation", "sdpa", "--dtype", "float32", "--bf16", "false", "--deepspeed", "",
+            "--use_cpu", "true", "--report_to", "none", "--max_steps", "2", "--gradient_accumulation_steps", "1"]  # fmt: skip
+    script_args, training_args, model_args = parse(argv)
+    assert (model_args.lora_r, model_args.lora_target_modules, script_args.max_pixels) == (128, "all-linear", 512 * 512)
+    run_sft(script_args, training_args, model_args)
+
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 128 and {"q_proj", "o_proj", "gate_proj", "down_proj"} <= set(adapter["target_modules"])
+    assert (
+        json.loads((out / "processor_config.json").read_text())["image_processor"]["size"]["longest_edge"] == 512 * 512
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and all(
+        math.isfinite(log["loss"]) for log in state["log_history"] if "loss" in log
+    )
+    merged = AutoModelForImageTextToText.from_pretrained(out / "merged")
+    assert not any(".lora_" in name for name, _ in merged.named_parameters())
 
 
 def test_bad_rows_stop_before_training_and_name_the_row(tiny_model_dir, tmp_path):
@@ -257,8 +293,19 @@ def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, s
     run_sft(
         *parse(
             tiny_args(
-                tiny_model_dir, synthetic_data_dir, out, "--max_steps", "3", "--answer_eval_split", "eval",
-                "--answer_eval_steps", "2", "--answer_eval_samples", "4", "--answer_eval_max_new_tokens", "8",
+                tiny_model_dir,
+                synthetic_data_dir,
+                out,
+                "--max_steps",
+                "3",
+                "--answer_eval_split",
+                "eval",
+                "--answer_eval_steps",
+                "2",
+                "--answer_eval_samples",
+                "4",
+                "--answer_eval_max_new_tokens",
+                "8",
             )
         )
     )
