@@ -79,6 +79,10 @@ class SFTScriptArguments:
     )
 
     def __post_init__(self) -> None:
+        for name in ("max_train_samples", "max_image_side"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 when set (unset: no limit), got {value}")
         if self.answer_eval_steps < 0:
             raise ValueError(f"--answer_eval_steps must be >= 0 (0: only at the end), got {self.answer_eval_steps}")
         if self.answer_eval_samples < 1:

@@ -327,7 +327,16 @@ def test_held_out_answers_need_an_existing_split(tiny_model_dir, synthetic_data_
         run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", "--answer_eval_split", "nope")))
 
 
-@pytest.mark.parametrize("flag", ["--answer_eval_steps", "--answer_eval_samples", "--answer_eval_max_new_tokens"])
-def test_held_out_answer_flags_are_validated_by_name(flag, tiny_model_dir, synthetic_data_dir, tmp_path):
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--answer_eval_steps",
+        "--answer_eval_samples",
+        "--answer_eval_max_new_tokens",
+        "--max_train_samples",
+        "--max_image_side",
+    ],
+)
+def test_numeric_flags_are_validated_by_name(flag, tiny_model_dir, synthetic_data_dir, tmp_path):
     with pytest.raises(ValueError, match=flag):
         parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", flag, "-1"))
