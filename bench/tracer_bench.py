@@ -219,7 +219,8 @@ def _full_sequence(inputs):
 def plain_score(model, inputs):
     input_ids, vision = _full_sequence(inputs)
     with torch.no_grad():
-        return model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **vision).logits
+        # One logit row, as in the tracer's scoring forward, so that the pair differs by the tracing alone.
+        return model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), logits_to_keep=1, **vision).logits
 
 
 def traced_score(model, inputs):
