@@ -12,6 +12,7 @@ from .synthetic import (
     generate_synthetic,
     make_example,
 )
+from .training_arguments import TrainingDataArguments
 from .validation import (
     BBOX_FORMATS,
     BadRowsError,
@@ -37,6 +38,7 @@ __all__ = [
     "MissingSplitError",
     "RowIssue",
     "SyntheticConfig",
+    "TrainingDataArguments",
     "ValidationReport",
     "caption_messages",
     "caption_text",

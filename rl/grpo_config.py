@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from data_tools import TrainingDataArguments
 from saliency import SaliencyMapArguments
 
 
@@ -50,13 +51,9 @@ class SaliencyGRPOConfig(GRPOConfig, SaliencyMapArguments):
 
 
 @dataclass
-class GRPOScriptArguments:
-    """Where the RL data comes from; parsed with `SaliencyGRPOConfig` and `trl.ModelConfig` by `trl.TrlParser`."""
+class GRPOScriptArguments(TrainingDataArguments):
+    """The RL rows (`TrainingDataArguments`); parsed with `SaliencyGRPOConfig` and `trl.ModelConfig` by `trl.TrlParser`."""
 
-    dataset_name: str = field(
-        default="outputs/data",
-        metadata={"help": "A data set saved with `save_to_disk`, a local .json/.jsonl/.parquet file or a hub name."},
-    )
     dataset_source: str = field(
         default="saliency_r1",
         metadata={
@@ -65,23 +62,7 @@ class GRPOScriptArguments:
             "choices": ["saliency_r1", "visual_cot"],
         },
     )
-    image_dir: str | None = field(
-        default=None, metadata={"help": "Folder that relative image paths in the data are resolved against."}
-    )
     dataset_train_split: str = field(default="rl", metadata={"help": "Split to train on."})
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Train on the first N rows only (after validation); all rows when unset."}
-    )
-    on_bad_row: str = field(
-        default="error",
-        metadata={
-            "help": "Rows that fail validation: 'error' stops before training and lists every bad row; 'skip' "
-            "leaves them out and writes the rejection report to <output_dir>/rejected_rows.jsonl.",
-            "choices": ["error", "skip"],
-        },
-    )
     max_image_side: int | None = field(
-        default=512, metadata={"help": "Resize images whose longer side is larger (boxes stay right)."}
+        default=512, metadata={"help": "Resize images whose longer side exceeds this many pixels (boxes stay right)."}
     )
-    min_pixels: int | None = field(default=None, metadata={"help": "Processor's lower pixel limit per image."})
-    max_pixels: int | None = field(default=None, metadata={"help": "Processor's upper pixel limit per image."})

@@ -24,17 +24,7 @@ def run_grpo(script_args: GRPOScriptArguments, training_args: SaliencyGRPOConfig
         )
     reward_funcs, training_args.reward_weights = get_reward_funcs(dict(zip(training_args.reward_funcs, weights)))
     training_args.remove_unused_columns = False  # solution, bbox, ... are the rewards' inputs
-    train_dataset = load_grpo_dataset(
-        script_args.dataset_name,
-        source=script_args.dataset_source,
-        split=script_args.dataset_train_split,
-        image_dir=script_args.image_dir,
-        on_bad_row=script_args.on_bad_row,
-        max_image_side=script_args.max_image_side,
-        report_path=Path(training_args.output_dir) / "rejected_rows.jsonl",
-    )
-    if script_args.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    train_dataset = script_args.load_train_rows(load_grpo_dataset, training_args.output_dir)
 
     model, processor = load_model_and_processor(
         model_args,

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from data_tools import TrainingDataArguments
+
 
 @dataclass
-class SFTScriptArguments:
-    """Where the cold-start data comes from and what to do with the trained adapter.
+class SFTScriptArguments(TrainingDataArguments):
+    """The cold-start data (`TrainingDataArguments`), held-out answers during training, and the adapter merge.
 
     Parsed together with `trl.SFTConfig` (training) and `trl.ModelConfig` (model, LoRA, QLoRA) by
     `trl.TrlParser`, so one YAML recipe holds all three and any field can be overridden on the command line.
     """
 
-    dataset_name: str = field(
-        default="outputs/data",
-        metadata={
-            "help": "A data set saved with `save_to_disk` (e.g. by `python -m data_tools.synthetic`), a hub data set "
-            "name, or, with `dataset_source` llava_cot/mulberry, the cold-start JSON file."
-        },
-    )
     dataset_source: str = field(
         default="conversational",
         metadata={
@@ -28,35 +23,7 @@ class SFTScriptArguments:
             "choices": ["conversational", "llava_cot", "mulberry"],
         },
     )
-    image_dir: str | None = field(
-        default=None, metadata={"help": "Folder that relative image paths in the data are resolved against."}
-    )
     dataset_train_split: str = field(default="sft", metadata={"help": "Split to train on."})
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Train on the first N rows only (after validation); all rows when unset."}
-    )
-    on_bad_row: str = field(
-        default="error",
-        metadata={
-            "help": "What to do with rows that fail validation: 'error' stops before training and lists every bad "
-            "row; 'skip' leaves them out and writes the rejection report next to the output.",
-            "choices": ["error", "skip"],
-        },
-    )
-    max_image_side: int | None = field(
-        default=None,
-        metadata={
-            "help": "Resize images whose longer side exceeds this many pixels (boxes stay right); none when unset."
-        },
-    )
-    min_pixels: int | None = field(
-        default=None,
-        metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."},
-    )
-    max_pixels: int | None = field(
-        default=None,
-        metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."},
-    )
     answer_eval_split: str | None = field(
         default=None,
         metadata={
@@ -79,10 +46,7 @@ class SFTScriptArguments:
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_train_samples", "max_image_side"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} must be >= 1 when set (unset: no limit), got {value}")
+        super().__post_init__()
         if self.answer_eval_steps < 0:
             raise ValueError(f"--answer_eval_steps must be >= 0 (0: only at the end), got {self.answer_eval_steps}")
         if self.answer_eval_samples < 1:

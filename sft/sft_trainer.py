@@ -24,17 +24,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
         )
     training_args.assistant_only_loss = True  # the loss covers the assistant's reasoning and answer only
     training_args.remove_unused_columns = False
-    train_dataset = load_sft_dataset(
-        script_args.dataset_name,
-        source=script_args.dataset_source,
-        split=script_args.dataset_train_split,
-        image_dir=script_args.image_dir,
-        on_bad_row=script_args.on_bad_row,
-        max_image_side=script_args.max_image_side,
-        report_path=Path(training_args.output_dir) / "rejected_rows.jsonl",
-    )
-    if script_args.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    train_dataset = script_args.load_train_rows(load_sft_dataset, training_args.output_dir)
 
     heldout_rows = _heldout_rows(script_args) if script_args.answer_eval_split else None
 

@@ -19,7 +19,7 @@ from steering import steer_to
 from trl import ModelConfig
 
 from rewards import get_reward_funcs
-from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
+from rl import GRPOScriptArguments, SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
 from vlm import load_model_and_processor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +142,12 @@ def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):
 def test_layers_the_model_lacks_stop_the_run_before_training(tiny_model_dir, synthetic_data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"--saliency_layers \[0, 99\]: layers \[99\] out of range"):
         make_trainer(tiny_model_dir, synthetic_data_dir, tmp_path / "bad", steer=REASONED, layers=[0, 99])
+
+
+@pytest.mark.parametrize("flag", ["max_train_samples", "max_image_side", "min_pixels", "max_pixels"])
+def test_data_flags_below_one_are_named(flag):
+    with pytest.raises(ValueError, match=f"--{flag} must be >= 1"):
+        GRPOScriptArguments(**{flag: 0})
 
 
 def test_bad_map_flags_are_named(tmp_path):

@@ -1,0 +1,76 @@
+"""The command-line fields that choose a training stage's rows, shared by the SFT and GRPO launchers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+
+@dataclass
+class TrainingDataArguments:
+    """Where a stage's training rows come from, how images are sized, and what happens to rows that fail validation.
+
+    A stage's script arguments inherit these and redeclare `dataset_source` (its layouts) and the split's default.
+    """
+
+    dataset_name: str = field(
+        default="outputs/data",
+        metadata={
+            "help": "A data set saved with `save_to_disk` (e.g. by `python -m data_tools.synthetic`), a local "
+            ".json/.jsonl/.parquet file (e.g. a cold-start JSON with `--dataset_source llava_cot`) or a hub name."
+        },
+    )
+    dataset_source: str = field(default="", metadata={"help": "Layout of `dataset_name` (set by each stage)."})
+    image_dir: str | None = field(
+        default=None, metadata={"help": "Folder that relative image paths in the data are resolved against."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows only (after validation); all rows when unset."}
+    )
+    on_bad_row: str = field(
+        default="error",
+        metadata={
+            "help": "Rows that fail validation: 'error' stops before training and lists every bad row; 'skip' "
+            "leaves them out and writes the rejection report to <output_dir>/rejected_rows.jsonl.",
+            "choices": ["error", "skip"],
+        },
+    )
+    max_image_side: int | None = field(
+        default=None,
+        metadata={
+            "help": "Resize images whose longer side exceeds this many pixels (boxes stay right); none when unset."
+        },
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Processor's lower pixel limit per image (Qwen families); model default when unset."},
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Processor's upper pixel limit per image (Qwen families); model default when unset."},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_train_samples", "max_image_side", "min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 when set (unset: no limit), got {value}")
+
+    def load_train_rows(self, loader: Callable[..., datasets.Dataset], output_dir: str | Path) -> datasets.Dataset:
+        """The validated training rows from ``loader`` (a stage's `load_*_dataset`), cut to `max_train_samples`."""
+        rows = loader(
+            self.dataset_name,
+            source=self.dataset_source,
+            split=self.dataset_train_split,
+            image_dir=self.image_dir,
+            on_bad_row=self.on_bad_row,
+            max_image_side=self.max_image_side,
+            report_path=Path(output_dir) / "rejected_rows.jsonl",
+        )
+        if self.max_train_samples is not None:
+            rows = rows.select(range(min(self.max_train_samples, len(rows))))
+        return rows
