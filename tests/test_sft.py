@@ -288,7 +288,7 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_d
     assert trained_steps(out) == 8
 
 
-def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, synthetic_data_dir, tmp_path):
+def test_held_out_answers_are_logged_to_the_trainer_state_and_tensorboard(tiny_model_dir, synthetic_data_dir, tmp_path):
     out = tmp_path / "heldout"
     run_sft(
         *parse(
@@ -306,6 +306,8 @@ def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, s
                 "4",
                 "--answer_eval_max_new_tokens",
                 "8",
+                "--report_to",
+                "tensorboard",
             )
         )
     )
@@ -315,6 +317,12 @@ def test_held_out_answers_are_logged_during_and_after_training(tiny_model_dir, s
     for entry in logged:
         assert 0.0 <= entry["heldout/accuracy"] <= 1.0 and 0.0 <= entry["heldout/format_rate"] <= 1.0
         assert any(key.startswith("heldout/synthetic_shapes/") for key in entry)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run,) = {event.parent for event in out.glob("runs/*/events.out.tfevents.*")}
+    scalars = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/heldout/accuracy", "train/heldout/format_rate"} <= set(scalars)
 
 
 def test_merging_needs_an_adapter(tiny_model_dir, synthetic_data_dir, tmp_path):
