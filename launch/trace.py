@@ -23,7 +23,9 @@ if __name__ == "__main__":
     trace_args, model_args = TrlParser((TraceArguments, ModelConfig)).parse_args_and_config()
     summary = trace_image(trace_args, model_args)
     if summary["has_map"]:
-        print(f"answer: {summary['answer']!r}; maps written to {trace_args.output_dir}")
+        empty = [kind for kind, files in summary["maps"].items() if files["empty"]]
+        note = f" (empty, nothing above 0: {', '.join(empty)})" if empty else ""
+        print(f"answer: {summary['answer']!r}; maps written to {trace_args.output_dir}{note}")
     else:
         print(
             f"no map: {summary['reason']} (completion {summary['completion']!r}); see {trace_args.output_dir}/trace.json"

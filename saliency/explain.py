@@ -120,7 +120,8 @@ def trace_image(args: TraceArguments, model_args: ModelConfig) -> dict:
 
     summary = _summary(args, maps[args.map], tokenizer, boxes)
     if maps[args.map].has_map:
-        summary["maps"] = _write_maps(maps, image, boxes, Path(args.output_dir))
+        heatmaps = {kind: sample.answer_map(kind)[0].upsampled() for kind, sample in maps.items()}
+        summary["maps"] = write_maps(heatmaps, image, boxes, Path(args.output_dir))
         summary["panels"] = "panels.png"
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_dir) / "trace.json").write_text(json.dumps(summary, indent=2))
@@ -163,16 +164,23 @@ def _summary(args: TraceArguments, maps: SaliencyMaps, tokenizer, boxes: list[li
     return summary
 
 
-def _write_maps(maps: dict[str, SaliencyMaps], image: Image.Image, boxes, output_dir: Path) -> dict:
-    """Per kind: the answer map at the image size (.npy, float32) and its overlay (.png); then all side by side."""
+def write_maps(heatmaps: dict[str, np.ndarray], image: Image.Image, boxes, output_dir: Path) -> dict:
+    """Per kind: the map at the image size (.npy, float32) and its overlay (.png); then all side by side.
+
+    A map with no positive value points nowhere (the pointing games do not score it): it is marked ``empty`` in the
+    summary and its panel says so, rather than showing a flat overlay without comment.
+    """
+    from rewards import is_empty_map
+
     output_dir.mkdir(parents=True, exist_ok=True)
-    files, panels = {}, [image]
-    for kind, sample in maps.items():
-        heatmap = sample.answer_map(kind)[0].upsampled()
+    files, panels, titles = {}, [image], ["image"]
+    for kind, heatmap in heatmaps.items():
         np.save(output_dir / f"{kind}.npy", heatmap.astype(np.float32))
         picture = overlay(image, heatmap, boxes)
         picture.save(output_dir / f"{kind}.png")
+        empty = is_empty_map(heatmap)
         panels.append(picture)
-        files[kind] = {"npy": f"{kind}.npy", "png": f"{kind}.png"}
-    side_by_side(panels, ["image", *maps]).save(output_dir / "panels.png")
+        titles.append(f"{kind} (empty: nothing above 0)" if empty else kind)
+        files[kind] = {"npy": f"{kind}.npy", "png": f"{kind}.png", "empty": empty}
+    side_by_side(panels, titles).save(output_dir / "panels.png")
     return files

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from trl import ModelConfig
 
-from saliency.explain import TraceArguments, trace_image
+from saliency.explain import TraceArguments, trace_image, write_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +44,17 @@ def test_cli_writes_maps_overlays_and_summary(tiny_model_dir, image_path, tmp_pa
     for kind, files in summary["maps"].items():
         heatmap = np.load(out / files["npy"])
         assert heatmap.shape == (90, 120) and heatmap.dtype == np.float32 and (heatmap >= 0).all(), kind
+        assert files["empty"] == (not (heatmap > 0).any()), kind
         assert Image.open(out / files["png"]).size == (120, 90)
     assert Image.open(out / summary["panels"]).width > 4 * 120
+
+
+def test_a_map_with_nothing_above_zero_is_marked_empty(image_path, tmp_path):
+    image = Image.open(image_path)
+    heatmaps = {"flow": np.zeros((90, 120), np.float32), "attention": np.ones((90, 120), np.float32)}
+    files = write_maps(heatmaps, image, [], tmp_path)
+    assert files["flow"]["empty"] and not files["attention"]["empty"]
+    assert (np.load(tmp_path / "flow.npy") == 0).all() and (tmp_path / "panels.png").is_file()
 
 
 def test_generated_completion_without_the_format_gets_a_summary_and_no_map(tiny_model_dir, image_path, tmp_path):
