@@ -1,7 +1,7 @@
 """Answer a question about an image and write the saliency maps of the answer.
 
     python launch/trace.py --model_name_or_path outputs/tiny-qwen2_5_vl --image img.png --question "..." \
-        --output_dir out/ [--map flow|direct] [--row generator|self] [--max_new_tokens 256] \
+        --output_dir out/ [--map flow|direct] [--saliency_row q|pos] [--saliency_layers 0 -1] [--max_new_tokens 256] \
         [--baselines attention rollout gradient integrated_gradients rise] [--boxes "[x1, y1, x2, y2]" ...]
 
 Writes ``<kind>.png`` (the map over the image, boxes drawn), ``<kind>.npy`` (the map at the image size),

@@ -15,16 +15,17 @@ from trl import ModelConfig
 
 from .baselines import BASELINES, RISE, IntegratedGradients
 from .heatmap import overlay, side_by_side
+from .map_arguments import SaliencyMapArguments
 from .output import SaliencyMaps
 from .spans import SpecialTokens
-from .tracer import SaliencyTracer
-
-ROWS = ("q", "pos")
 
 
-@dataclass
-class TraceArguments:
-    """What to explain and where to write it (the model itself is chosen with TRL's ``ModelConfig`` flags)."""
+@dataclass(kw_only=True)
+class TraceArguments(SaliencyMapArguments):
+    """What to explain and where to write it (the model itself is chosen with TRL's ``ModelConfig`` flags).
+
+    `--saliency_row` and `--saliency_layers` (`SaliencyMapArguments`) choose how the tracer builds its maps.
+    """
 
     image: str = field(metadata={"help": "Path of the image to ask about."})
     question: str = field(metadata={"help": "The question about the image."})
@@ -34,14 +35,6 @@ class TraceArguments:
         metadata={
             "help": "The tracer's map: 'flow' (image -> reasoning -> answer) or 'direct' (image -> answer).",
             "choices": ["flow", "direct"],
-        },
-    )
-    row: str = field(
-        default="q",
-        metadata={
-            "help": "Which row carries a thinking token's view of the image in the flow map: 'q' (the position "
-            "that generated it, q(t)) or 'pos' (its own position, pos(t)).",
-            "choices": list(ROWS),
         },
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer to generate."})
@@ -66,8 +59,7 @@ class TraceArguments:
     def __post_init__(self):
         if self.map not in ("flow", "direct"):
             raise ValueError(f"--map must be 'flow' or 'direct', got {self.map!r}")
-        if self.row not in ROWS:
-            raise ValueError(f"--row must be one of {', '.join(ROWS)}, got {self.row!r}")
+        self.check_map_flags()
         unknown = [name for name in self.baselines if name not in BASELINES]
         if unknown:
             raise ValueError(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
@@ -95,7 +87,7 @@ def trace_image(args: TraceArguments, model_args: ModelConfig) -> dict:
     prompt_ids, prompt_mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
     sizes = [[(image.height, image.width)]]
 
-    tracer = SaliencyTracer(model, tokens, row=args.row)
+    tracer = args.make_tracer(model, tokens)
     if args.completion is None:
         traced = tracer.generate(
             prompt_ids,

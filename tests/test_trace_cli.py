@@ -84,5 +84,9 @@ def test_missing_inputs_and_bad_flags_are_named(tiny_model_dir, image_path, tmp_
         args(map="heat")
     with pytest.raises(ValueError, match="--baselines: unknown shap"):
         args(baselines=["attention", "shap"])
-    with pytest.raises(ValueError, match="--row"):
-        args(row="generator")
+    with pytest.raises(ValueError, match="--saliency_row"):
+        args(saliency_row="generator")
+    with pytest.raises(ValueError, match="--saliency_layers"):
+        args(saliency_layers=[])
+    with pytest.raises(ValueError, match=r"--saliency_layers \[9\]: layers \[9\] out of range"):
+        trace_image(args(saliency_layers=[9]), ModelConfig(model_name_or_path=str(tiny_model_dir)))
