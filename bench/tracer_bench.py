@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads; 1 keeps CPU-time accounting stable on a shared machine."
     )
+    parser.add_argument(
+        "--saliency_layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Decoder layers the traced runs capture and sum (all when unset); the published check uses all.",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="Runs of each plain/traced pair (fastest kept).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of weights and inputs.")
     parser.add_argument("--output", default="bench/tracer_results.json", help="Where the JSON results are written.")
@@ -161,6 +168,7 @@ def build_inputs(model, length: int, args: argparse.Namespace) -> dict:
         "vision": {"pixel_values": pixels, "image_grid_thw": thw, "mm_token_type_ids": prompt.eq(IDS.image).long()},
         "completion": torch.tensor([completion]),
         "num_images": num_images,
+        "layers": args.saliency_layers,
     }
 
 
@@ -195,7 +203,7 @@ def plain_generate(model, inputs):
 
 def traced_generate(model, inputs):
     prompt = inputs["prompt"]
-    traced = SaliencyTracer(model, TOKENS).generate(
+    traced = SaliencyTracer(model, TOKENS, layers=inputs["layers"]).generate(
         prompt,
         attention_mask=torch.ones_like(prompt),
         **inputs["vision"],
@@ -224,7 +232,9 @@ def plain_score(model, inputs):
 
 
 def traced_score(model, inputs):
-    return SaliencyTracer(model, TOKENS).score(inputs["prompt"], inputs["completion"], **inputs["vision"])
+    return SaliencyTracer(model, TOKENS, layers=inputs["layers"]).score(
+        inputs["prompt"], inputs["completion"], **inputs["vision"]
+    )
 
 
 @torch.no_grad()
@@ -298,7 +308,7 @@ def integrated_gradients(model, inputs, steps: int):
 
 def check_agreement(model, inputs) -> float:
     """Largest difference between the tracer's and the published approach's maps, relative to the map's scale."""
-    traced = traced_score(model, inputs)[0]
+    traced = traced_score(model, {**inputs, "layers": None})[0]  # the published maps sum every layer
     published = published_approach(model, inputs)
     start, end = traced.spans.answer
     worst = 0.0
@@ -324,6 +334,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "completion": {"think_tokens": args.think_tokens, "answer_tokens": args.answer_tokens},
         "ig_steps": args.ig_steps,
+        "saliency_layers": args.saliency_layers,
         "repeats": args.repeats,
         "rows": [],
     }

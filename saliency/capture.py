@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -91,8 +91,13 @@ def _original_attention(name: str, module: torch.nn.Module):
 
 
 @contextmanager
-def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None]:
-    """Route the text decoder's attention through ``recorder`` and hook the final norm; undo everything on exit."""
+def traced_attention(
+    adapter: ModelAdapter, recorder: Recorder, layers: Collection[int] | None = None
+) -> Iterator[None]:
+    """Route the text decoder's attention through ``recorder`` and hook the final norm; undo everything on exit.
+
+    ``layers``: the decoder layers whose attention calls reach the recorder (all when None); the others run plain.
+    """
     config = adapter.text_config
     original = config._attn_implementation or "sdpa"
     if original.startswith(TRACE_PREFIX):
@@ -106,6 +111,8 @@ def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None
         output = _original_attention(original, module)(
             module, query, key, value, attention_mask, scaling=scaling, **kwargs
         )
+        if layers is not None and module.layer_idx not in layers:
+            return output
         for unsupported in ("softcap", "s_aux"):
             if kwargs.get(unsupported) is not None:
                 raise NotImplementedError(f"the saliency tracer does not support attention with {unsupported}")
@@ -160,7 +167,7 @@ def traced_attention(adapter: ModelAdapter, recorder: Recorder) -> Iterator[None
 
 @dataclass
 class SampleRows:
-    """What one sample's maps are computed from (all per layer, float32 or wider, on the model's device).
+    """What one sample's maps are computed from (per captured layer, in layer order; float32 or wider, on the model's device).
 
     ``image_rows[l]``: (H, R, N) attention of rows ``first_row .. first_row + R - 1`` to the N image positions;
     ``think_rows[l]``: (H, A, T) attention of the answer tokens' rows to the thinking positions;
@@ -172,13 +179,3 @@ class SampleRows:
     think_rows: list[torch.Tensor]
     values: list[torch.Tensor]
     inv_scale: torch.Tensor
-
-    def of_layers(self, layers: Sequence[int]) -> SampleRows:
-        """The same rows restricted to ``layers`` (indices into the per-layer lists)."""
-        return SampleRows(
-            self.first_row,
-            [self.image_rows[i] for i in layers],
-            [self.think_rows[i] for i in layers],
-            [self.values[i] for i in layers],
-            self.inv_scale,
-        )

@@ -101,10 +101,13 @@ class _GenerationRecorder(Recorder):
     same numbers as computing each row at its step, at a fraction of the per-step cost on small models.
     """
 
-    def __init__(self, adapter: ModelAdapter, tokens: SpecialTokens, row: RowMode, chunk_elements: int):
+    def __init__(
+        self, adapter: ModelAdapter, tokens: SpecialTokens, row: RowMode, chunk_elements: int, captured: Sequence[int]
+    ):
         self.adapter, self.tokens, self.row = adapter, tokens, row
         self.chunk_elements = chunk_elements
-        layers = len(adapter.attentions)
+        self.slot = {layer: i for i, layer in enumerate(captured)}  # per-layer lists hold the captured layers only
+        layers = len(captured)
         self.prompt_ids: torch.Tensor | None = None
         self.position = 0  # absolute position of the first query row of the current forward
         self.prefill_rows: list[torch.Tensor | None] = [None] * layers
@@ -143,6 +146,7 @@ class _GenerationRecorder(Recorder):
         self.first_row = min(first_rows)
 
     def on_attention(self, layer, query, key, value, mask, scaling):
+        layer = self.slot[layer]
         if self.values[layer] is not None:  # a decode step: computed later, batched
             self.steps[layer].append((query, mask))
             self.keys[layer] = key
@@ -300,7 +304,7 @@ class SaliencyTracer:
         row: which row carries a thinking token's view of the image in the flow map: ``"q"`` (the position that
             generated it, default) or ``"pos"`` (its own position).
         layers: decoder layers whose heads are summed into the maps (``sum_l`` of SPEC section 3), as indices
-            (negative ones count from the end); all layers when None. Every layer is still captured.
+            (negative ones count from the end); all layers when None. Only these layers are captured.
         adapter: overrides the family adapter found from the model's config.
         chunk_elements: at most this many attention scores are held at once (per sample in a scoring forward, per
             layer after a traced generate).
@@ -353,8 +357,8 @@ class SaliencyTracer:
             sequences = model.generate(**inputs)
         maps = recording.maps(completions, vision_inputs=inputs)
         """
-        recorder = _GenerationRecorder(self.adapter, self.tokens, self.row, self.chunk_elements)
-        with traced_attention(self.adapter, recorder):
+        recorder = _GenerationRecorder(self.adapter, self.tokens, self.row, self.chunk_elements, self.layers)
+        with traced_attention(self.adapter, recorder, self.layers):
             yield GenerationRecording(self, recorder)
 
     def score(
@@ -395,7 +399,7 @@ class SaliencyTracer:
                 else None
             )
         recorder = _ScoringRecorder(plans, image_index, image_counts, self.chunk_elements)
-        with traced_attention(self.adapter, recorder), torch.no_grad():
+        with traced_attention(self.adapter, recorder, self.layers), torch.no_grad():
             # Only the final-norm inputs are read; logits over the vocabulary for every position are not needed.
             self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, **vision_inputs)
         grids = self.adapter.image_grids(vision_inputs, image_counts)
@@ -423,7 +427,7 @@ class SaliencyTracer:
             if not image_counts[b]:
                 results.append(SaliencyMaps(completion, spans, layouts, reason="the sample has no image"))
                 continue
-            rows = rows_of(b, spans).of_layers(self.layers)
+            rows = rows_of(b, spans)
             scores = token_scores(self.adapter, o_proj, rows, completion, spans, prompt_length, self.row)
             num_tokens = len(completion)
             pad = {kind: torch.cat([s, s.new_zeros(num_tokens - len(s), s.shape[1])]) for kind, s in scores.items()}

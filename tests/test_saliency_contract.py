@@ -116,6 +116,29 @@ def test_nested_tracing_is_refused(setup):
     assert _state(model)["registered"] == []
 
 
+def test_only_the_chosen_layers_reach_the_recorder(setup):
+    model, prompt, prompt_mask, vision = setup
+    from saliency.capture import Recorder, traced_attention
+
+    class LayerLog(Recorder):
+        def __init__(self):
+            self.layers = []
+
+        def on_attention(self, layer, query, key, value, mask, scaling):
+            self.layers.append(layer)
+
+        def on_final_norm(self, hidden):
+            pass
+
+    tracer = SaliencyTracer(model, TOKENS, layers=[-1, 0])
+    assert tracer.layers == [0, len(tracer.adapter.attentions) - 1]
+    for layers, expected in ((None, list(range(len(tracer.adapter.attentions)))), (tracer.layers, tracer.layers)):
+        log = LayerLog()
+        with traced_attention(tracer.adapter, log, layers), torch.no_grad():
+            model(input_ids=prompt, attention_mask=prompt_mask, **vision)
+        assert log.layers == expected
+
+
 def test_generate_refuses_beam_search(setup):
     model, prompt, prompt_mask, vision = setup
     with pytest.raises(ValueError, match="beam search"):
