@@ -55,6 +55,8 @@ class TrainingDataArguments:
     )
 
     def __post_init__(self) -> None:
+        if not self.dataset_source:
+            raise ValueError("--dataset_source must name the layout of --dataset_name")
         for name in ("max_train_samples", "max_image_side", "min_pixels", "max_pixels"):
             value = getattr(self, name)
             if value is not None and value < 1:

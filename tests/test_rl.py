@@ -150,6 +150,11 @@ def test_data_flags_below_one_are_named(flag):
         GRPOScriptArguments(**{flag: 0})
 
 
+def test_the_data_layout_must_be_named():
+    with pytest.raises(ValueError, match="--dataset_source"):
+        GRPOScriptArguments(dataset_source="")
+
+
 def test_bad_map_flags_are_named(tmp_path):
     with pytest.raises(ValueError, match="--saliency_row"):
         SaliencyGRPOConfig(output_dir=str(tmp_path), saliency_row="middle")
