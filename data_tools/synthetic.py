@@ -236,6 +236,49 @@ def caption_text(objects: Sequence[ShapeObject], config: SyntheticConfig) -> str
     return head + ", ".join(names) + "."
 
 
+PERCEPTION_TASKS: tuple[str, ...] = ("caption", "point", "read", "answer")
+
+
+def point_texts(shape: str, color: str, where: str) -> tuple[str, str]:
+    """(question, answer) of a pointing task: where the only ``color`` ``shape`` of the scene is."""
+    return f"Where is the {color} {shape}?", where
+
+
+def read_texts(shape: str, color: str, where: str) -> tuple[str, str]:
+    """(question, answer) of a reading task: which shape lies at ``where`` (the only one there)."""
+    return f"What is at the {where}?", f"{_article(color)} {color} {shape}"
+
+
+def perception_texts(example: SyntheticExample, task: str, config: SyntheticConfig) -> tuple[str, str]:
+    """(question, short answer) of one perception pre-training row about ``example``'s scene (no reasoning).
+
+    ``caption`` names every shape (:func:`caption_text`); ``point`` asks where a shape is (the 3 x 3 grid cell of its
+    centre, the words the reasoning uses); ``read`` asks which shape lies in a grid cell; ``answer`` is the scene's
+    own question with its short answer. ``point`` and ``read`` pick, from a random stream of the row, an object
+    unique by colour and shape, resp. a cell that holds exactly one object's centre; a scene without one falls back
+    to ``answer``.
+    """
+    rng = random.Random(f"{example.question_id}/{task}")
+    objects = list(example.objects)
+    if task == "caption":
+        return CAPTION_PROMPT, caption_text(objects, config)
+    if task == "point":
+        kinds = [(o.shape, o.color) for o in objects]
+        unique = [o for o in objects if kinds.count((o.shape, o.color)) == 1]
+        if unique:
+            obj = rng.choice(unique)
+            return point_texts(obj.shape, obj.color, _where(obj, config))
+    elif task == "read":
+        cells = [_where(o, config) for o in objects]
+        alone = [o for o, cell in zip(objects, cells) if cells.count(cell) == 1]
+        if alone:
+            obj = rng.choice(alone)
+            return read_texts(obj.shape, obj.color, _where(obj, config))
+    elif task != "answer":
+        raise ValueError(f"unknown perception task {task!r}; known: {PERCEPTION_TASKS}")
+    return example.problem, example.solution
+
+
 def corpus_texts(config: SyntheticConfig | None = None) -> Iterator[str]:
     """Yield every kind of text the synthetic data contains, to train the tiny tokenizer on.
 
@@ -255,6 +298,9 @@ def corpus_texts(config: SyntheticConfig | None = None) -> Iterator[str]:
         )  # fmt: skip
     wheres = [f"{r} {c}" if (r, c) != ("middle", "centre") else "centre" for r in _ROW_WORDS for c in _COL_WORDS]
     pairs = [(s, c) for s in config.shapes for c in config.colors]
+    for (shape, color), where in ((p, w) for p in pairs for w in wheres):
+        yield from point_texts(shape, color, where)
+        yield from read_texts(shape, color, where)
     texts: list[tuple[str, str, str]] = []
     for i, ((shape, color), where) in enumerate((p, w) for p in pairs for w in wheres):
         other_shape, other_color = pairs[(i * 7 + 3) % len(pairs)]
@@ -436,11 +482,14 @@ def generate_split(
     ``images``, ``dataset``, ``question_id``. ``rl``: ``image, problem, solution, bbox, dataset, question_id``.
     ``eval``: the ``rl`` columns plus ``reasoning``. ``caption``: the ``sft`` columns, the user asking to describe
     the image and the assistant naming every shape (:func:`caption_text`); ``dataset`` is
-    ``synthetic_shapes/caption``. This is the perception pre-training that stands in for a pretrained VLM.
+    ``synthetic_shapes/caption``. ``perception``: the ``sft`` columns, one short-answer task per row without
+    reasoning or system prompt, the tasks of :data:`PERCEPTION_TASKS` in turn (:func:`perception_texts`); ``dataset``
+    is ``synthetic_shapes/perception/<task>``. Captions and perception rows are the pre-training of the tiny base
+    model (``vlm/tiny_base/``), which stands in for a pretrained VLM.
     """
     kind = kind or split
-    if kind not in ("sft", "rl", "eval", "caption"):
-        raise ValueError(f"kind must be 'sft', 'rl', 'eval' or 'caption', got {kind!r}")
+    if kind not in ("sft", "rl", "eval", "caption", "perception"):
+        raise ValueError(f"kind must be 'sft', 'rl', 'eval', 'caption' or 'perception', got {kind!r}")
     columns: dict[str, list] = {}
     for index in tqdm(range(num_rows), desc=f"synthetic {split}", disable=num_rows < 500):
         ex = make_example(seed, split, index, config)
@@ -449,6 +498,14 @@ def generate_split(
         elif kind == "caption":
             messages = caption_messages(caption_text(ex.objects, config or SyntheticConfig()))
             row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/caption"}
+        elif kind == "perception":
+            task = PERCEPTION_TASKS[(index // len(QUESTION_TYPES)) % len(PERCEPTION_TASKS)]
+            question, answer = perception_texts(ex, task, config or SyntheticConfig())
+            messages = [
+                {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
+                {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+            ]
+            row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/perception/{task}"}
         else:
             row = {"image": _png(ex.image), "problem": ex.problem, "solution": ex.solution, "bbox": ex.bbox}
             if kind == "eval":
@@ -456,7 +513,7 @@ def generate_split(
         row = {"dataset": ex.dataset, "question_id": ex.question_id} | row
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
-    features = {"sft": SFT_FEATURES, "caption": SFT_FEATURES, "rl": RL_FEATURES, "eval": EVAL_FEATURES}[kind]
+    features = {"rl": RL_FEATURES, "eval": EVAL_FEATURES}.get(kind, SFT_FEATURES)
     if not columns:
         columns = {name: [] for name in features}
     return Dataset.from_dict(columns, features=features)
@@ -469,9 +526,10 @@ def generate_synthetic(
     seed: int = 0,
     config: SyntheticConfig | None = None,
     num_caption: int = 0,
+    num_perception: int = 0,
 ) -> DatasetDict:
-    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and a ``caption`` split when ``num_caption`` > 0
-    (see :func:`generate_split` for the columns)."""
+    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` splits when
+    ``num_caption`` / ``num_perception`` > 0 (see :func:`generate_split` for the columns)."""
     splits = {
         "sft": generate_split("sft", num_sft, seed, config),
         "rl": generate_split("rl", num_rl, seed, config),
@@ -479,6 +537,8 @@ def generate_synthetic(
     }
     if num_caption:
         splits["caption"] = generate_split("caption", num_caption, seed, config)
+    if num_perception:
+        splits["perception"] = generate_split("perception", num_perception, seed, config)
     return DatasetDict(splits)
 
 
@@ -495,15 +555,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--num_caption", type=int, default=0, help="Rows in the caption split (perception pre-training); 0: none."
     )
+    parser.add_argument(
+        "--num_perception",
+        type=int,
+        default=0,
+        help="Rows in the perception split (pre-training of the tiny base: captions, pointing, reading, short "
+        "answers); 0: none.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
-    for name in ("num_sft", "num_rl", "num_eval", "num_caption"):
+    for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     start = time.perf_counter()
     config = SyntheticConfig(width=args.image_size, height=args.image_size)
-    data = generate_synthetic(args.num_sft, args.num_rl, args.num_eval, args.seed, config, args.num_caption)
+    data = generate_synthetic(
+        args.num_sft, args.num_rl, args.num_eval, args.seed, config, args.num_caption, args.num_perception
+    )
     data.save_to_disk(str(args.output_dir))
     sizes = ", ".join(f"{k}={len(v)}" for k, v in data.items())
     print(f"wrote {sizes} to {args.output_dir} in {time.perf_counter() - start:.1f}s")

@@ -113,6 +113,15 @@ class EvalArguments(InferenceArguments):
             "default."
         },
     )
+    sanity_samples: int = field(
+        default=4,
+        metadata={
+            "help": "Rows with a map (the first N) for the sanity check of the maps (Adebayo et al., 2018): the text "
+            "decoder is re-initialised from the top (read-out, last layer, last two, ... all layers) and each "
+            "method's maps of the same completion are compared with the original ones by Spearman rank "
+            "correlation (0: skip; needs unquantized weights)."
+        },
+    )
     compare_to: str | None = field(
         default=None, metadata={"help": "metrics.json of another run, shown side by side with this one in the report."}
     )
@@ -131,7 +140,13 @@ class EvalArguments(InferenceArguments):
             raise ValueError(f"--saliency_maps takes 'flow' and/or 'direct', got {self.saliency_maps}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"--confidence must lie in (0, 1), got {self.confidence}")
-        for name in ("bootstrap_samples", "report_samples", "faithfulness_samples", "pointing_tolerance_px"):
+        for name in (
+            "bootstrap_samples",
+            "report_samples",
+            "faithfulness_samples",
+            "sanity_samples",
+            "pointing_tolerance_px",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("faithfulness_steps", "faithfulness_random_orders"):

@@ -1,4 +1,5 @@
-"""The evaluation stage: one traced pass over a held-out split, then metrics, faithfulness, metrics.json and report.html."""
+"""The evaluation stage: one traced pass over a held-out split, then metrics, faithfulness, the sanity check of the
+maps, metrics.json and report.html."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from saliency.baselines import BASELINES
 from .checkpoints import load_checkpoint
 from .eval_config import EvalArguments, InferenceArguments
 from .faithfulness import FaithfulnessResult, faithfulness_curves
-from .generation import image_sizes, prompt_inputs, trace_completions
+from .generation import completion_maps, image_sizes, prompt_inputs, trace_completions
 from .metrics import answer_scores, pointing_scores, summarise
 from .report import render_report, sample_overlay
+from .sanity import SanityResult, cascading_randomisation, randomisation_steps
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +99,15 @@ def evaluate_model(
 
     One traced pass produces each completion and its maps (see `trace_completions`). ``baselines`` are attribution
     methods with ``kind`` and ``attribute(...)`` (the signature of `SaliencyTracer.score`, e.g. the classes of
-    `saliency.baselines`), scored beside the tracer's maps in the faithfulness curves.
+    `saliency.baselines`) over ``model``, scored beside the tracer's maps in the faithfulness curves and the sanity
+    check (`evaluation.sanity`; it changes ``model``'s weights in place and restores them).
     """
     output_dir = Path(args.output_dir)
     (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
     tracer = args.make_tracer(model, SpecialTokens.from_tokenizer(processor))
-    records, faithful_rows = [], []
+    if args.sanity_samples:
+        randomisation_steps(tracer.adapter)  # a quantized model is refused here, before any inference
+    records, mapped_rows = [], []
     for traced in trace_completions(
         tracer,
         processor,
@@ -136,8 +141,8 @@ def evaluate_model(
                 path = Path("overlays") / f"{_file_stem(traced.index, row['question_id'])}_{kind}.png"
                 sample_overlay(row["image"], upsampled[kind], row["bbox"]).save(output_dir / path)
                 record["overlays"][kind] = str(path)
-        if traced.maps.has_map and len(faithful_rows) < args.faithfulness_samples:
-            faithful_rows.append((traced.index, traced.completion_ids, traced.maps))
+        if traced.maps.has_map and len(mapped_rows) < max(args.faithfulness_samples, args.sanity_samples):
+            mapped_rows.append((traced.index, traced.completion_ids, traced.maps))
         records.append(record)
 
     summary = summarise(
@@ -147,9 +152,15 @@ def evaluate_model(
         confidence=args.confidence,
         seed=args.seed,
     )
-    faithfulness = None
+    faithfulness = sanity = None
+    faithful_rows = mapped_rows[: args.faithfulness_samples]
     if faithful_rows:
-        faithfulness = _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines).to_dict()
+        faithfulness = _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines).to_dict(
+            bootstrap_samples=args.bootstrap_samples, confidence=args.confidence, seed=args.seed
+        )
+    sanity_rows = mapped_rows[: args.sanity_samples]
+    if sanity_rows:
+        sanity = _sanity(processor, tracer, rows, sanity_rows, args, baselines).to_dict()
     settings = {
         k: v
         for k, v in asdict(args).items()
@@ -174,6 +185,7 @@ def evaluate_model(
         "settings": settings,
         "summary": summary,
         "faithfulness": faithfulness,
+        "sanity": sanity,
         "rows": records,
     }
 
@@ -195,10 +207,7 @@ def _faithfulness(
         inputs = prompt_inputs(processor, [row], args.system_prompt).to(device)
         by_method = {kind: maps for kind in args.saliency_maps}
         for method in baselines:
-            vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-            by_method[method.kind] = method.attribute(
-                inputs["input_ids"], completion_ids[None].to(device), image_sizes=image_sizes([row]), **vision
-            )[0]
+            by_method[method.kind] = completion_maps(method.attribute, inputs, completion_ids, image_sizes([row])[0])
         samples.append((inputs, completion_ids, by_method))
     return faithfulness_curves(
         model,
@@ -209,6 +218,23 @@ def _faithfulness(
         seed=args.seed,
         batch_size=max(args.batch_size, 8),
     )
+
+
+def _sanity(
+    processor: ProcessorMixin,
+    tracer: SaliencyTracer,
+    rows: datasets.Dataset | Sequence[dict[str, Any]],
+    sanity_rows: Sequence[tuple[int, torch.Tensor, SaliencyMaps]],
+    args: EvalArguments,
+    baselines: Sequence[Any],
+) -> SanityResult:
+    """Cascading randomisation of the decoder, with the tracer's maps (``args.saliency_maps``) and each baseline's."""
+    device = next(tracer.model.parameters()).device
+    samples = [
+        (prompt_inputs(processor, [rows[index]], args.system_prompt).to(device), completion_ids)
+        for index, completion_ids, _ in sanity_rows
+    ]
+    return cascading_randomisation(tracer, samples, kinds=args.saliency_maps, baselines=baselines, seed=args.seed)
 
 
 def write_outputs(

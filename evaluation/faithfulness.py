@@ -27,6 +27,8 @@ from transformers import BatchFeature
 from saliency import ModelAdapter, SaliencyMaps
 from saliency.baselines import replaced_image_embeddings
 
+from .metrics import mean_interval
+
 CURVES = ("deletion", "insertion")
 
 
@@ -122,26 +124,68 @@ def answer_log_prob_curves(
 
 @dataclass
 class FaithfulnessResult:
-    """Mean deletion/insertion curves per method over the scored rows, and their areas."""
+    """Deletion/insertion curves of each method on every scored row; their means over rows and their areas.
+
+    ``row_curves[method][curve]`` is (rows, steps + 1): row r's curve (averaged over its orders for ``"random"``).
+    """
 
     fractions: np.ndarray
-    curves: dict[str, dict[str, np.ndarray]]
-    n_rows: int
+    row_curves: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def n_rows(self) -> int:
+        return len(next(iter(next(iter(self.row_curves.values())).values())))
+
+    @property
+    def curves(self) -> dict[str, dict[str, np.ndarray]]:
+        """Mean curve of each method over the rows: ``{method: {"deletion": (steps + 1,), "insertion": ...}}``."""
+        return {m: {c: v.mean(0) for c, v in curves.items()} for m, curves in self.row_curves.items()}
 
     def aucs(self) -> dict[str, dict[str, float]]:
-        """``{method: {"deletion": area, "insertion": area, "insertion_minus_deletion": difference}}``."""
+        """``{method: {"deletion": area, "insertion": area, "insertion_minus_deletion": difference}}`` of the means."""
         out = {}
         for method, curves in self.curves.items():
             areas = {curve: auc(self.fractions, curves[curve]) for curve in CURVES}
             out[method] = {**areas, "insertion_minus_deletion": areas["insertion"] - areas["deletion"]}
         return out
 
-    def to_dict(self) -> dict:
+    def row_aucs(self) -> dict[str, dict[str, np.ndarray]]:
+        """Area under each row's curves: ``{method: {"deletion": (rows,), "insertion": (rows,)}}``."""
+        return {
+            m: {c: np.array([auc(self.fractions, row) for row in v]) for c, v in curves.items()}
+            for m, curves in self.row_curves.items()
+        }
+
+    def auc_vs_random(
+        self, *, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 0
+    ) -> dict[str, dict[str, dict]]:
+        """Per-row areas of each method and their paired differences to the random order of the same row.
+
+        ``{method: {"deletion", "insertion", "deletion_minus_random", "insertion_minus_random"}}``, each a
+        `evaluation.metrics.mean_interval` over the rows (the same resamples for every entry); the random order
+        itself has its two areas only. A faithful map has deletion below random and insertion above it.
+        """
+        areas = self.row_aucs()
+        random = areas.get("random")
+
+        def interval(values: np.ndarray) -> dict:
+            return mean_interval(values.tolist(), bootstrap_samples=bootstrap_samples, confidence=confidence, seed=seed)
+
+        out = {}
+        for method, rows in areas.items():
+            out[method] = {curve: interval(rows[curve]) for curve in CURVES}
+            if random is not None and method != "random":
+                out[method] |= {f"{c}_minus_random": interval(rows[c] - random[c]) for c in CURVES}
+        return out
+
+    def to_dict(self, *, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+        """The mean curves, their areas and :meth:`auc_vs_random` (bootstrap settings as there), JSON-ready."""
         return {
             "n_rows": self.n_rows,
             "fractions": self.fractions.tolist(),
             "curves": {m: {c: v.tolist() for c, v in curves.items()} for m, curves in self.curves.items()},
             "auc": self.aucs(),
+            "auc_vs_random": self.auc_vs_random(bootstrap_samples=bootstrap_samples, confidence=confidence, seed=seed),
         }
 
 
@@ -155,7 +199,7 @@ def faithfulness_curves(
     seed: int = 0,
     batch_size: int = 16,
 ) -> FaithfulnessResult:
-    """Mean deletion/insertion curves of each method, plus the random-order baseline (method ``"random"``).
+    """Deletion/insertion curves of each method on each row, plus the random-order baseline (method ``"random"``).
 
     Each sample is ``(inputs, completion_ids, {method: maps})``: one row's processor inputs, its completion and,
     per method, its maps (a :class:`~saliency.SaliencyMaps` with scores of kind ``method``). All samples must hold
@@ -181,6 +225,5 @@ def faithfulness_curves(
             offset += len(method_orders)
     return FaithfulnessResult(
         fractions=np.linspace(0.0, 1.0, steps + 1),
-        curves={m: {c: np.mean(v, 0) for c, v in curves.items()} for m, curves in per_method.items()},
-        n_rows=len(samples),
+        row_curves={m: {c: np.stack(v) for c, v in curves.items()} for m, curves in per_method.items()},
     )

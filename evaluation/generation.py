@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,22 @@ class TracedCompletion:
 def image_sizes(rows: Sequence[dict[str, Any]]) -> list[list[tuple[int, int]]]:
     """The (height, width) of each row's image: the size maps are upsampled to (boxes are normalised to it)."""
     return [[(row["image"].height, row["image"].width)] for row in rows]
+
+
+def completion_maps(
+    attribute: Callable[..., list[SaliencyMaps]],
+    inputs: BatchFeature,
+    completion_ids: torch.Tensor,
+    sizes: Sequence[tuple[int, int]] | None = None,
+) -> SaliencyMaps:
+    """The maps of one row's given completion from ``attribute``: `SaliencyTracer.score` or a baseline's ``attribute``.
+
+    ``inputs`` are the row's processor inputs (`prompt_inputs` of one row), ``sizes`` its images' (height, width).
+    """
+    prompt_ids = inputs["input_ids"]
+    vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    image_sizes = None if sizes is None else [sizes]
+    return attribute(prompt_ids, completion_ids[None].to(prompt_ids.device), image_sizes=image_sizes, **vision)[0]
 
 
 def _trim_padding(ids: torch.Tensor, pad_id: int | None) -> torch.Tensor:

@@ -109,16 +109,27 @@ def _number(value: Any, percent: bool = True) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3g}"
 
 
-def _estimate(entry: Mapping[str, Any] | None) -> str:
-    """``mean [low, high] (n)`` of a :func:`evaluation.metrics.mean_interval` entry, in percent."""
+def _estimate(entry: Mapping[str, Any] | None, percent: bool = True) -> str:
+    """``mean [low, high] (n)`` of a :func:`evaluation.metrics.mean_interval` entry (in percent if ``percent``)."""
     if not entry or entry.get("mean") is None:
         return "–"
     interval = (
         ""
         if entry.get("low") is None
-        else f" <span class=ci>[{_number(entry['low'])}, {_number(entry['high'])}]</span>"
+        else f" <span class=ci>[{_number(entry['low'], percent)}, {_number(entry['high'], percent)}]</span>"
     )
-    return f"{_number(entry['mean'])}{interval} <span class=n>n={entry['n']}</span>"
+    return f"{_number(entry['mean'], percent)}{interval} <span class=n>n={entry['n']}</span>"
+
+
+def _excludes_zero(entry: Mapping[str, Any] | None) -> str:
+    """Whether a :func:`evaluation.metrics.mean_interval` entry's interval lies off 0, and on which side."""
+    if not entry or entry.get("low") is None:
+        return "–"
+    if entry["low"] > 0:
+        return "yes, above 0"
+    if entry["high"] < 0:
+        return "yes, below 0"
+    return "no"
 
 
 def _delta(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None) -> str:
@@ -196,9 +207,63 @@ def _faithfulness_section(faithfulness: Mapping[str, Any] | None, other: Mapping
         "score = teacher-forced log-probability of the model's own answer.</p>"
         + "<table>"
         + "".join(rows)
-        + "</table><div class=plots>"
+        + "</table>"
+        + _auc_interval_table(faithfulness.get("auc_vs_random"))  # absent from the metrics.json of older runs
+        + "<div class=plots>"
         + "".join(plots)
         + "</div>"
+    )
+
+
+def _auc_interval_table(intervals: Mapping[str, Any] | None) -> str:
+    if not intervals:
+        return ""
+    head = ["method", "deletion AUC", "insertion AUC", "deletion − random ↓", "excludes 0"]
+    head += ["insertion − random ↑", "excludes 0"]
+    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for method, entries in intervals.items():
+        cells = "".join(f"<td>{_estimate(entries[c], percent=False)}</td>" for c in ("deletion", "insertion"))
+        for key in ("deletion_minus_random", "insertion_minus_random"):
+            entry = entries.get(key)
+            cells += f"<td>{_estimate(entry, percent=False)}</td><td>{_excludes_zero(entry)}</td>"
+        rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
+    return (
+        "<p>Per row: the areas under its curves and their differences to the random order of the same row "
+        "(method − random), mean with a percentile bootstrap interval over the rows. A faithful map has "
+        "deletion − random below 0 and insertion − random above 0; an interval that excludes 0 says the difference "
+        "holds beyond the resampling of these rows.</p><table>" + "".join(rows) + "</table>"
+    )
+
+
+def _sanity_section(sanity: Mapping[str, Any] | None) -> str:
+    if not sanity:
+        return "<p>Not computed (no row with a saliency map, or --sanity_samples 0).</p>"
+    steps = sanity["steps"]
+    plotted = {m: v for m, v in sanity["methods"].items() if v["n_rows"]}
+    rows = ["<tr><th>method</th><th>rows</th><th>mean Spearman, last step</th><th>mean |Spearman|, last step</th></tr>"]
+    for method, values in sanity["methods"].items():
+        last, last_abs = values["spearman"][-1], values["abs_spearman"][-1]
+        rows.append(
+            f"<tr><td>{html.escape(method)}</td><td>{values['n_rows']}</td><td>{_number(last, False)}</td>"
+            f"<td>{_number(last_abs, False)}</td></tr>"
+        )
+    plot = ""
+    if plotted:
+        series = {m: (list(range(len(steps))), v["spearman"]) for m, v in plotted.items()}
+        image = line_plot(
+            series,
+            title="rank correlation with the original map",
+            x_label="randomisation step",
+            y_label="mean Spearman",
+        )
+        plot = f'<div class=plots><img alt="cascading randomisation" src="{png_data_uri(image)}"></div>'
+    legend = "; ".join(f"{i}: {html.escape(label)}" for i, label in enumerate(steps))
+    return (
+        "<p>Cascading randomisation (Adebayo et al., 2018): the text decoder is re-initialised from the top, step "
+        "by step, and each method's map of the same completion is compared with its map of the trained model "
+        "(Spearman rank correlation over the image patches, mean over rows). A map that explains the model falls "
+        "towards 0 as its weights are randomised; a map that does not change reads the input, not the model.</p>"
+        f"<p class=n>Steps (re-initialised in total): {legend}.</p>" + plot + "<table>" + "".join(rows) + "</table>"
     )
 
 
@@ -284,6 +349,8 @@ def render_report(
         _per_source_table(summary),
         "<h2>Faithfulness: deletion and insertion</h2>",
         _faithfulness_section(metrics.get("faithfulness"), None if other is None else other.get("faithfulness")),
+        "<h2>Sanity check: cascading randomisation</h2>",
+        _sanity_section(metrics.get("sanity")),
         "<h2>Sample rows</h2>",
         "<p>Heatmap of the answer's saliency over the image (brighter = more), evidence box in green.</p>",
         _sample_cards([r for r in metrics["rows"] if r.get("overlays")], run_dir, other_pair),

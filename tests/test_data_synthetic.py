@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import re
@@ -7,7 +8,7 @@ import pytest
 from datasets import load_from_disk
 
 from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example, validate_rows
-from data_tools.synthetic import COLORS, SHAPES, location_phrase, main
+from data_tools.synthetic import COLORS, PERCEPTION_TASKS, SHAPES, location_phrase, main, perception_texts
 
 CONFIG = SyntheticConfig()
 
@@ -181,3 +182,44 @@ def test_generated_rows_pass_validation_unchanged():
         assert not report.issues
         assert [r["bbox"] for r in kept] == [r["bbox"] for r in rows]
         assert [r["image"]["bytes"] for r in kept] == [r["image"]["bytes"] for r in rows]
+
+
+def test_perception_rows_are_right_about_their_scene_and_cycle_through_the_tasks():
+    data = generate_synthetic(0, 0, 0, seed=0, num_perception=64)["perception"]
+    config = SyntheticConfig()
+    tasks = [row["dataset"].split("/")[-1] for row in data]
+    assert set(tasks) <= set(PERCEPTION_TASKS) and {"caption", "point", "read", "answer"} <= set(tasks)
+    for index, row in enumerate(data):
+        scene = make_example(0, "perception", index, config)
+        user, assistant = row["messages"]  # no system prompt: the chat template's default one
+        question, answer = user["content"][1]["text"], assistant["content"][0]["text"]
+        assert row["images"][0].tobytes() == scene.image.tobytes()
+        where = {o: location_phrase(*o.centre, config.width, config.height) for o in scene.objects}
+        if tasks[index] == "point":
+            color, shape = re.fullmatch(r"Where is the (\w+) (\w+)\?", question).groups()
+            (obj,) = [o for o in scene.objects if (o.color, o.shape) == (color, shape)]  # unique in the scene
+            assert answer == where[obj]
+        elif tasks[index] == "read":
+            cell = re.fullmatch(r"What is at the ([\w ]+)\?", question).group(1)
+            (obj,) = [o for o in scene.objects if where[o] == cell]  # the only object there
+            assert answer == f"{'an' if obj.color[0] in 'aeiou' else 'a'} {obj.color} {obj.shape}"
+        elif tasks[index] == "answer":
+            assert (question, answer) == (scene.problem, scene.solution)
+        else:
+            assert question == "Describe the image." and answer.startswith("There ")
+
+
+def test_perception_texts_fall_back_to_the_scene_question_when_no_object_is_unique():
+    scene = make_example(0, "perception", 0)
+    crowded = dataclasses.replace(scene, objects=(scene.objects[0], scene.objects[0]))
+    for task in ("point", "read"):
+        assert perception_texts(crowded, task, CONFIG) == (scene.problem, scene.solution)
+    with pytest.raises(ValueError, match="unknown perception task 'draw'"):
+        perception_texts(scene, "draw", CONFIG)
+
+
+def test_corpus_covers_the_perception_texts():
+    vocab = set(re.findall(r"[\w<>/]+", " ".join(corpus_texts())))
+    data = generate_synthetic(0, 0, 0, seed=5, num_perception=200)["perception"]
+    said = " ".join(m["content"][-1]["text"] for row in data["messages"] for m in row)
+    assert set(re.findall(r"[\w<>/]+", said)) <= vocab

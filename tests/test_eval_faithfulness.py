@@ -9,7 +9,7 @@ from trl import ModelConfig
 from data_tools import generate_split
 from evaluation import answer_log_prob_curves, faithfulness_curves, patch_order, prompt_inputs
 from evaluation.checkpoints import load_checkpoint
-from evaluation.faithfulness import auc, random_orders
+from evaluation.faithfulness import FaithfulnessResult, auc, random_orders
 from evaluation.generation import trace_completions
 from saliency import CompletionSpans, ImageLayout, SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
@@ -133,6 +133,8 @@ def test_faithfulness_curves_average_methods_and_the_random_baseline(setup):
     np.testing.assert_allclose(
         result.curves["flow"]["deletion"], (one["deletion"][0] + two["deletion"][0]) / 2, atol=1e-4
     )
+    assert result.row_curves["flow"]["deletion"].shape == (2, 3)
+    np.testing.assert_allclose(result.row_curves["flow"]["deletion"][1], two["deletion"][0], atol=1e-4)
     areas = result.aucs()
     assert areas["flow"]["insertion_minus_deletion"] == pytest.approx(
         areas["flow"]["insertion"] - areas["flow"]["deletion"]
@@ -154,3 +156,27 @@ def test_a_baseline_method_is_scored_beside_the_tracer(setup):
     # Every method starts its deletion curve from the same unperturbed score.
     starts = {m: c["deletion"][0] for m, c in result.curves.items()}
     assert max(starts.values()) - min(starts.values()) < 1e-4
+
+
+def test_per_row_areas_give_bootstrap_intervals_against_the_random_order():
+    flat = np.ones((3, 3))
+    result = FaithfulnessResult(
+        fractions=np.linspace(0, 1, 3),
+        row_curves={
+            "flow": {"deletion": flat * [[0.0], [1.0], [-1.0]], "insertion": flat * [[2.0], [1.0], [3.0]]},
+            "random": {"deletion": flat, "insertion": flat},
+        },
+    )
+    assert result.n_rows == 3
+    np.testing.assert_allclose(result.curves["flow"]["deletion"], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(result.row_aucs()["flow"]["insertion"], [2.0, 1.0, 3.0])
+    intervals = result.auc_vs_random(bootstrap_samples=500, confidence=0.9, seed=0)
+    assert set(intervals["random"]) == {"deletion", "insertion"}
+    assert set(intervals["flow"]) == {"deletion", "insertion", "deletion_minus_random", "insertion_minus_random"}
+    for key, mean in (("deletion_minus_random", -1.0), ("insertion_minus_random", 1.0), ("deletion", 0.0)):
+        entry = intervals["flow"][key]  # row differences: deletion -1, 0, -2; insertion 1, 0, 2
+        assert entry["mean"] == pytest.approx(mean) and entry["n"] == 3
+        assert entry["low"] < entry["mean"] < entry["high"]
+    assert intervals == result.auc_vs_random(bootstrap_samples=500, confidence=0.9, seed=0)
+    summary = result.to_dict(bootstrap_samples=500, confidence=0.9, seed=0)
+    assert summary["auc_vs_random"] == intervals and summary["auc"]["flow"]["insertion"] == pytest.approx(2.0)

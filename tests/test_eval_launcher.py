@@ -54,6 +54,8 @@ def test_bad_flags_are_named():
         EvalArguments(compare_to="a.json", compare_model_name_or_path="b")
     with pytest.raises(ValueError, match="--faithfulness_baselines"):
         EvalArguments(faithfulness_baselines=["gradcam"])
+    with pytest.raises(ValueError, match="--sanity_samples"):
+        EvalArguments(sanity_samples=-1)
     with pytest.raises(ValueError, match="--batch_size"):
         EvalArguments(batch_size=0)
     with pytest.raises(ValueError, match="--saliency_layers"):
@@ -102,6 +104,8 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
         "2",
         "--report_samples",
         "2",
+        "--sanity_samples",
+        "1",
     ]
     _launch(
         "--model_name_or_path",
@@ -121,6 +125,7 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
     assert counts["no_map"] == 0 and counts["scored"] + counts["empty_map"] == 3  # a random model's map may be empty
     assert metrics["faithfulness"]["n_rows"] == 1
     assert set(metrics["faithfulness"]["auc"]) == {"flow", "direct", "gradient", "rollout", "random"}
+    assert set(metrics["sanity"]["methods"]) == {"flow", "direct", "gradient", "rollout"}
     assert metrics["settings"]["completions"] == "given (scored)"
 
     _launch(
@@ -138,7 +143,7 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
     # A random model does not write the <think> format: every row is counted without a map, none is dropped.
     assert metrics["summary"]["format"]["mean"] == 0.0
     assert metrics["summary"]["flow/counts"] == {"scored": 0, "no_map": 3, "empty_map": 0}
-    assert metrics["faithfulness"] is None
+    assert metrics["faithfulness"] is None and metrics["sanity"] is None
     assert all(row["no_map_reason"] for row in metrics["rows"])
     report = (second / "report.html").read_text()
     assert f"Compared with <b>{assets['adapter']}</b>" in report and "other run: flow" in report

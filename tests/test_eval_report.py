@@ -16,6 +16,7 @@ from evaluation import (
     line_plot,
     load_checkpoint,
     prompt_inputs,
+    render_report,
     sample_overlay,
     write_outputs,
 )
@@ -41,6 +42,7 @@ def _args(root, name, **overrides):
         "faithfulness_samples": 1,
         "faithfulness_steps": 3,
         "faithfulness_random_orders": 1,
+        "sanity_samples": 2,
     }
     return EvalArguments(**{**settings, **overrides})
 
@@ -57,7 +59,9 @@ def test_generated_and_scored_completions_give_the_same_metrics(assets, scored_r
     root, model, processor, rows, completions = assets
     prompt_length = prompt_inputs(processor, rows)["input_ids"].shape[1]
     forced = forced_generate_kwargs(processor, completions, prompt_length)
-    args = _args(root, "generated", max_new_tokens=forced.pop("max_new_tokens"), faithfulness_samples=0)
+    args = _args(
+        root, "generated", max_new_tokens=forced.pop("max_new_tokens"), faithfulness_samples=0, sanity_samples=0
+    )
     generated = evaluate_model(model, processor, rows, args, model_name="tiny", generate_kwargs=forced)
     scored = scored_run[1]
     for ours, theirs in zip(generated["rows"], scored["rows"]):
@@ -66,7 +70,7 @@ def test_generated_and_scored_completions_give_the_same_metrics(assets, scored_r
             assert ours["scores"][key] == (
                 value if isinstance(value, str) or value is None else pytest.approx(value, abs=1e-4)
             )
-    assert generated["faithfulness"] is None
+    assert generated["faithfulness"] is None and generated["sanity"] is None
 
 
 def test_metrics_of_reference_completions(scored_run):
@@ -81,6 +85,18 @@ def test_metrics_of_reference_completions(scored_run):
         assert 0.0 <= energy["low"] <= energy["mean"] <= energy["high"] <= 1.0
     assert set(metrics["faithfulness"]["auc"]) == {"flow", "direct", "random"}
     assert metrics["faithfulness"]["n_rows"] == 1 and len(metrics["faithfulness"]["fractions"]) == 4
+    intervals = metrics["faithfulness"]["auc_vs_random"]
+    assert set(intervals) == {"flow", "direct", "random"}
+    difference = intervals["direct"]["deletion_minus_random"]
+    assert difference["n"] == 1 and difference["low"] <= difference["mean"] <= difference["high"]
+    sanity = metrics["sanity"]
+    assert sanity["steps"][0] == "original" and len(sanity["steps"]) == 2 + 4  # read-out, then 4 layers
+    assert set(sanity["methods"]) == {"flow", "direct"}
+    for method in sanity["methods"].values():
+        assert method["n_rows"] <= 2 and len(method["spearman"]) == len(sanity["steps"])
+    direct = sanity["methods"]["direct"]
+    assert direct["n_rows"] >= 1 and direct["spearman"][0] == pytest.approx(1.0)
+    assert all(-1.0 <= value <= 1.0 for value in direct["spearman"])
     with_overlays = [r for r in metrics["rows"] if "overlays" in r]
     assert len(with_overlays) == 2
     for row in with_overlays:
@@ -116,8 +132,22 @@ def test_report_is_self_contained_and_compares(assets, scored_run, tmp_path):
     _, report = write_outputs(metrics, args.output_dir, other, args.output_dir)
     text = report.read_text()
     assert "other-model" in text and "+75.0" in text  # accuracy 100 vs 25
-    assert text.count("data:image/png;base64,") >= 2 * 2 * 2 + 2  # own + other overlays, two plots
+    assert text.count("data:image/png;base64,") >= 2 * 2 * 2 + 3  # own + other overlays, two curve plots, sanity
+    assert "Sanity check: cascading randomisation" in text and "reads the input, not the model" in text
+    assert "0: original; 1: lm_head+norm; 2: lm_head+norm, layer 3" in text
+    assert "deletion − random ↓" in text and "excludes 0" in text
     assert 'src="overlays' not in text and "file:" not in text
+
+
+def test_report_says_whether_an_auc_interval_excludes_zero(scored_run):
+    args, metrics = scored_run
+    changed = json.loads(json.dumps(metrics))
+    intervals = changed["faithfulness"]["auc_vs_random"]["direct"]
+    intervals["deletion_minus_random"] = {"mean": -1.0, "low": -2.0, "high": -0.5, "n": 3}
+    intervals["insertion_minus_random"] = {"mean": 0.5, "low": -0.1, "high": 1.0, "n": 3}
+    text = render_report(changed, args.output_dir)
+    assert "<td>yes, below 0</td>" in text and "<td>no</td>" in text
+    assert "-1 <span class=ci>[-2, -0.5]</span>" in text  # AUC differences in log-prob units, not percent
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: install Debian's chromium package")

@@ -209,6 +209,38 @@ class BuildTinyArguments:
             "help": "Std of the initial weights (0.02, the Hub default), or 'width' for 1/sqrt(width) per tower."
         },
     )
+    hidden_size: int | None = field(default=None, metadata={"help": "Decoder width (default 128)."})
+    num_layers: int | None = field(default=None, metadata={"help": "Decoder layers (default 4)."})
+    num_heads: int | None = field(default=None, metadata={"help": "Decoder query heads (default 4)."})
+    num_kv_heads: int | None = field(default=None, metadata={"help": "Decoder key/value heads (default 2)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Decoder MLP width (default 2x hidden)."})
+    vision_hidden_size: int | None = field(default=None, metadata={"help": "Vision tower width (default 64)."})
+    vision_depth: int | None = field(default=None, metadata={"help": "Vision tower blocks (default 2)."})
+    vision_window: int | None = field(
+        default=None,
+        metadata={"help": "Qwen2.5-VL: side of the vision attention windows in merged image tokens (default 2)."},
+    )
+    vision_patch_size: int | None = field(
+        default=None, metadata={"help": "Qwen3-VL: vision patch side in pixels (default 16; 14 gives 28-px tokens)."}
+    )
+    vision_full_attention: bool | None = field(
+        default=None,
+        metadata={"help": "Qwen2.5-VL: the last vision block attends across the whole image (default true)."},
+    )
+
+
+_SIZE_FLAGS = (
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "intermediate_size",
+    "vision_hidden_size",
+    "vision_depth",
+    "vision_window",
+    "vision_full_attention",
+    "vision_patch_size",
+)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -219,8 +251,9 @@ def main(argv: list[str] | None = None) -> Path:
         init = float(init)
     except ValueError:
         pass
+    sizes = {name: getattr(args, name) for name in _SIZE_FLAGS if getattr(args, name) is not None}
     path = build_tiny_vlm(
-        args.output_dir, family=args.family, seed=args.seed, vocab_size=args.vocab_size, initializer_range=init
+        args.output_dir, family=args.family, seed=args.seed, vocab_size=args.vocab_size, initializer_range=init, **sizes
     )
     print(f"tiny {args.family} model saved to {path}")
     return path

@@ -43,6 +43,10 @@ def tiny_model_config(
     vision_hidden_size: int = 64,
     vision_depth: int = 2,
     initializer_range: float | str = 0.02,
+    vision_window: int = 2,
+    vision_full_attention: bool = True,
+    intermediate_size: int | None = None,
+    vision_patch_size: int | None = None,
 ) -> PretrainedConfig:
     """Return the config of a tiny ``family`` model (one of ``FAMILIES``) with grouped-query attention.
 
@@ -51,11 +55,21 @@ def tiny_model_config(
     form a square patch grid, as the Qwen families' merged patches do. Weights start at std ``initializer_range``
     (the Hub default 0.02), or at 1/sqrt(width) of each tower with ``"width"`` (text 0.088, vision 0.125 at the
     default sizes).
+
+    Qwen2.5-VL only: ``vision_window`` is the side, in merged image tokens, of the vision tower's attention windows
+    (the Hub models use 4: 112 px), and ``vision_full_attention`` makes the last vision block attend across the whole
+    image as the Hub models' full-attention blocks do. With ``vision_window=1`` and no full-attention block each
+    image token is computed from its own 28 x 28 pixels only, so a map over image tokens is a map over image regions
+    (the grounded base model, ``vlm/tiny_base/``). ``intermediate_size`` defaults to twice ``hidden_size``.
+    ``vision_patch_size`` (Qwen3-VL only; default 16, the hub's) can be 14 so that a merged token covers 28 x 28
+    pixels as in the other Qwen families; a Qwen3-VL tower of depth 0 has no DeepStack features.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}")
     if family != "llava" and None in (ids.video, ids.vision_start, ids.vision_end):
         raise ValueError(f"{family} needs the video, vision_start and vision_end token ids; got {ids}")
+    if vision_window < 1:
+        raise ValueError(f"vision_window must be >= 1 merged token, got {vision_window}")
     head_dim = hidden_size // num_heads
     # 0.02 is 1/sqrt(width) for widths near 2500; at these widths it starts every attention nearly uniform, and
     # "width" reads the image sooner (BENCHMARKS.md, "Tiny model initialisation").
@@ -69,7 +83,7 @@ def tiny_model_config(
         "initializer_range": text_init,
         "vocab_size": ids.vocab_size,
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
+        "intermediate_size": intermediate_size or 2 * hidden_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
         "num_key_value_heads": num_kv_heads,
@@ -121,8 +135,8 @@ def tiny_model_config(
                 "patch_size": 14,
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
-                "window_size": 56,
-                "fullatt_block_indexes": [vision_depth - 1],
+                "window_size": vision_window * 28,
+                "fullatt_block_indexes": [vision_depth - 1] if vision_full_attention else [],
                 "initializer_range": vision_init,
             },
             initializer_range=text_init,
@@ -146,11 +160,11 @@ def tiny_model_config(
                 "intermediate_size": 2 * vision_hidden_size,
                 "num_heads": 2,
                 "out_hidden_size": hidden_size,
-                "patch_size": 16,
+                "patch_size": vision_patch_size or 16,
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
-                "num_position_embeddings": 64,
-                "deepstack_visual_indexes": [0],
+                "num_position_embeddings": 144,  # a 12 x 12 grid: the patches of the largest (6 x 6 merged) image
+                "deepstack_visual_indexes": [0] if vision_depth else [],
                 "initializer_range": vision_init,
             },
             initializer_range=text_init,
