@@ -33,6 +33,7 @@ stream (the held-out split is disjoint from the training splits), and the same a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import random
 import time
@@ -255,13 +256,13 @@ def perception_texts(example: SyntheticExample, task: str, config: SyntheticConf
     ``caption`` names every shape (:func:`caption_text`); ``point`` asks where a shape is (the 3 x 3 grid cell of its
     centre, the words the reasoning uses); ``read`` asks which shape lies in a grid cell; ``answer`` is the scene's
     own question with its short answer. ``point`` and ``read`` pick, from a random stream of the row, an object
-    unique by colour and shape, resp. a cell that holds exactly one object's centre; a scene without one falls back
-    to ``answer``.
+    unique by colour and shape, resp. a cell that holds exactly one object's centre; a scene without one is
+    captioned instead.
     """
     rng = random.Random(f"{example.question_id}/{task}")
     objects = list(example.objects)
-    if task == "caption":
-        return CAPTION_PROMPT, caption_text(objects, config)
+    if task == "answer":
+        return example.problem, example.solution
     if task == "point":
         kinds = [(o.shape, o.color) for o in objects]
         unique = [o for o in objects if kinds.count((o.shape, o.color)) == 1]
@@ -274,9 +275,18 @@ def perception_texts(example: SyntheticExample, task: str, config: SyntheticConf
         if alone:
             obj = rng.choice(alone)
             return read_texts(obj.shape, obj.color, _where(obj, config))
-    elif task != "answer":
+    elif task != "caption":
         raise ValueError(f"unknown perception task {task!r}; known: {PERCEPTION_TASKS}")
-    return example.problem, example.solution
+    return CAPTION_PROMPT, caption_text(objects, config)
+
+
+def sub_scene(example: SyntheticExample, config: SyntheticConfig) -> SyntheticExample:
+    """``example`` with a random subset of 1 to all of its shapes (size uniform, from a random stream of the row),
+    re-rendered; its question, answer and boxes no longer apply. Scenes of one or two shapes let a model learn what
+    a shape looks like before it has to tell several apart."""
+    rng = random.Random(f"{example.question_id}/sub_scene")
+    objects = tuple(rng.sample(example.objects, rng.randint(1, len(example.objects))))
+    return dataclasses.replace(example, objects=objects, image=render(objects, config))
 
 
 def corpus_texts(config: SyntheticConfig | None = None) -> Iterator[str]:
@@ -483,7 +493,8 @@ def generate_split(
     ``eval``: the ``rl`` columns plus ``reasoning``. ``caption``: the ``sft`` columns, the user asking to describe
     the image and the assistant naming every shape (:func:`caption_text`); ``dataset`` is
     ``synthetic_shapes/caption``. ``perception``: the ``sft`` columns, one short-answer task per row without
-    reasoning or system prompt, the tasks of :data:`PERCEPTION_TASKS` in turn (:func:`perception_texts`); ``dataset``
+    reasoning or system prompt, the tasks of :data:`PERCEPTION_TASKS` in turn (:func:`perception_texts`), captions,
+    pointing and reading on a random part of the scene (:func:`sub_scene`); ``dataset``
     is ``synthetic_shapes/perception/<task>``. Captions and perception rows are the pre-training of the tiny base
     model (``vlm/tiny_base/``), which stands in for a pretrained VLM.
     """
@@ -500,6 +511,8 @@ def generate_split(
             row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/caption"}
         elif kind == "perception":
             task = PERCEPTION_TASKS[(index // len(QUESTION_TYPES)) % len(PERCEPTION_TASKS)]
+            if task != "answer":
+                ex = sub_scene(ex, config or SyntheticConfig())
             question, answer = perception_texts(ex, task, config or SyntheticConfig())
             messages = [
                 {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},

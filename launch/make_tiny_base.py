@@ -6,8 +6,8 @@
 The base stands in for a pretrained VLM (the quick start starts its cold start from it, as users start from
 Qwen2.5-VL). Steps, each a command a user could type and each seeded:
 
-1. `python -m vlm.build_tiny` with the base's architecture (Qwen2.5-VL classes; a vision tower without attention
-   across image tokens, so each image token is computed from its own 28 x 28 pixels);
+1. `python -m vlm.build_tiny` with the base's architecture (Qwen3-VL classes; a vision tower without attention
+   blocks, so each image token is computed from its own 28 x 28 pixels and its learned position embedding);
 2. `python -m data_tools.synthetic --num_perception N` (its own data seed, disjoint from the quick start's data);
 3. `launch/sft.py --config configs/sft/tiny_base.yaml` (short answers: captions, pointing, reading, the scenes'
    questions; no reasoning, no system prompt);
@@ -37,15 +37,14 @@ from launch.pipeline import run  # noqa: E402
 
 # The architecture chosen side by side (BENCHMARKS.md, "The grounded tiny base model").
 ARCHITECTURE = {
-    "family": "qwen2_5_vl",
+    "family": "qwen3_vl",
     "hidden_size": 128,
     "num_layers": 4,
     "num_heads": 4,
     "num_kv_heads": 2,
     "vision_hidden_size": 64,
     "vision_depth": 0,
-    "vision_window": 1,
-    "vision_full_attention": False,
+    "vision_patch_size": 14,
 }
 BASE_FILES = (
     "config.json",
@@ -104,17 +103,18 @@ pipeline_tag: image-text-to-text
 tags: [qwen2_5_vl, tiny, synthetic, saliency-r1-toolkit]
 ---
 
-# Grounded tiny Qwen2.5-VL base (the toolkit's embedded default)
+# Grounded tiny Qwen3-VL base (the toolkit's embedded default)
 
-A {params / 1e6:.2f}M-parameter Qwen2.5-VL (the transformers classes, no custom code) pre-trained on the toolkit's
+A {params / 1e6:.2f}M-parameter Qwen3-VL (the transformers classes, no custom code) pre-trained on the toolkit's
 synthetic coloured-shape scenes. It stands in for a pretrained VLM: the quick start (`launch/pipeline.py`) runs the
 SFT cold start, GRPO with the saliency reward and the evaluation from it. It answers short questions about 168 x 168
 scenes; it knows no `<think>` format (the cold start teaches that). Load it like a hub model:
 `--model_name_or_path vlm/tiny_base`, or `vlm.load_model_and_processor(ModelConfig(model_name_or_path="vlm/tiny_base"))`.
 
-**Architecture**: {arch}. The vision tower has no attention blocks: patch embedding, then the 2 x 2 patch
-merger, so each of the 6 x 6 image tokens is computed from its own 28 x 28 pixels and a map over image tokens is a
-map over image regions. Why this one: BENCHMARKS.md, "The grounded tiny base model".
+**Architecture**: {arch}. The vision tower has no attention blocks: 14-px patch embedding plus a learned
+position embedding, then the 2 x 2 patch merger, so each of the 6 x 6 image tokens is computed from its own
+28 x 28 pixels and a map over image tokens is a map over image regions. Why this one: BENCHMARKS.md, "The grounded
+tiny base model".
 
 **Made by** (at commit `{args.commit}`, {seconds / 60:.0f} min on the machine that made it):
 
@@ -137,7 +137,7 @@ trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions 
 
 **Files**: `model.safetensors` {weights.stat().st_size / 1e6:.1f} MB (float32), sha256
 `{sha256(weights)}`; tokenizer (byte-level BPE trained on the synthetic corpus, `<think>` and `</think>` single
-tokens), processor (168 x 168 images) and chat template (the Qwen2.5-VL hub template).
+tokens), processor (168 x 168 images) and chat template (the Qwen2-VL/2.5-VL hub layout).
 """
 
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the initial weights.")
     parser.add_argument("--training_seed", type=int, default=42, help="Seed of the training run (data order).")
     parser.add_argument("--data_seed", type=int, default=1, help="Seed of the pre-training and held-out scenes.")
-    parser.add_argument("--num_perception", type=int, default=48000, help="Pre-training rows.")
+    parser.add_argument("--num_perception", type=int, default=80000, help="Pre-training rows.")
     parser.add_argument("--max_steps", type=int, default=None, help="Override the recipe's max_steps.")
     parser.add_argument("--eval_rows", type=int, default=200, help="Held-out scenes the base is scored on.")
     parser.add_argument("--force", action="store_true", help="Rerun steps whose output already exists.")

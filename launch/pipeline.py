@@ -1,8 +1,9 @@
-"""The whole pipeline on one machine: build the tiny model and the synthetic data, perception pre-training, SFT,
-GRPO, evaluation.
+"""The whole pipeline on one machine: the synthetic data, then from the shipped tiny base model (`vlm/tiny_base/`,
+a pretrained stand-in for a real VLM) the SFT cold start, GRPO with the saliency reward and the evaluation.
 
     python launch/pipeline.py                       # the embedded default on a CPU (configs/*/tiny_cpu.yaml)
     python launch/pipeline.py --output_root runs/x --sft_config my_sft.yaml --grpo_config my_grpo.yaml
+    python launch/pipeline.py --base_model my-base  # another base (e.g. one remade by launch/make_tiny_base.py)
 
 Each stage runs as its own process with the same command line a user would type (`launch/sft.py --config ...`),
 and is skipped when its output already exists, so an interrupted pipeline picks up where it stopped (the
@@ -36,12 +37,10 @@ def run(step: str, command: list[str], done: Path, force: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_root", type=Path, default=Path("outputs"), help="Where every stage writes.")
-    parser.add_argument("--family", default="qwen2_5_vl", help="Architecture of the tiny model.")
     parser.add_argument(
-        "--perception_config",
-        type=Path,
-        default=Path("configs/sft/tiny_perception.yaml"),
-        help="Perception pre-training recipe (captions); it stands in for a pretrained VLM.",
+        "--base_model",
+        default="vlm/tiny_base",
+        help="The pretrained model the cold start starts from: the shipped tiny base (default), a folder or a hub name.",
     )
     parser.add_argument("--sft_config", type=Path, default=Path("configs/sft/tiny_cpu.yaml"), help="SFT recipe.")
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
@@ -50,29 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_sft", type=int, default=8000, help="Synthetic rows for the cold start.")
     parser.add_argument("--num_rl", type=int, default=1000, help="Synthetic rows for GRPO.")
     parser.add_argument("--num_eval", type=int, default=200, help="Held-out synthetic rows for evaluation.")
-    parser.add_argument("--num_caption", type=int, default=8000, help="Synthetic rows for perception pre-training.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the model weights and the data.")
-    parser.add_argument(
-        "--initializer_range",
-        default="width",
-        help="Std of the tiny model's initial weights, or 'width' (vlm.build_tiny); at 0.02 the perception stage learns nothing.",
-    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic data.")
     parser.add_argument("--force", action="store_true", help="Rerun stages whose output already exists.")
     args = parser.parse_args(argv)
 
     root = args.output_root
-    model, data = root / f"tiny-{args.family}", root / "data"
-    perception_out, sft_out = root / "perception-tiny", root / "sft-tiny"
+    data, sft_out = root / "data", root / "sft-tiny"
     grpo_out, eval_out = root / "grpo-tiny", root / "eval"
     python = sys.executable
     start = time.perf_counter()
-    run(
-        "build the tiny model",
-        [python, "-m", "vlm.build_tiny", "--family", args.family, "--output_dir", str(model), "--seed", str(args.seed)]
-        + ["--initializer_range", args.initializer_range],
-        model / "config.json",
-        args.force,
-    )
     run(
         "generate the synthetic data",
         [
@@ -87,31 +72,10 @@ def main(argv: list[str] | None = None) -> None:
             str(args.num_rl),
             "--num_eval",
             str(args.num_eval),
-            "--num_caption",
-            str(args.num_caption),
             "--seed",
             str(args.seed),
         ],
         data / "dataset_dict.json",
-        args.force,
-    )
-    run(
-        "perception pre-training",
-        [
-            python,
-            "launch/sft.py",
-            "--config",
-            str(args.perception_config),
-            "--model_name_or_path",
-            str(model),
-            "--dataset_name",
-            str(data),
-            "--output_dir",
-            str(perception_out),
-            "--resume_from_checkpoint",
-            "true",
-        ],
-        perception_out / "processor_config.json",
         args.force,
     )
     run(
@@ -122,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             "--config",
             str(args.sft_config),
             "--model_name_or_path",
-            str(perception_out),
+            args.base_model,
             "--dataset_name",
             str(data),
             "--output_dir",

@@ -8,7 +8,15 @@ import pytest
 from datasets import load_from_disk
 
 from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example, validate_rows
-from data_tools.synthetic import COLORS, PERCEPTION_TASKS, SHAPES, location_phrase, main, perception_texts
+from data_tools.synthetic import (
+    COLORS,
+    PERCEPTION_TASKS,
+    SHAPES,
+    location_phrase,
+    main,
+    perception_texts,
+    sub_scene,
+)
 
 CONFIG = SyntheticConfig()
 
@@ -191,6 +199,10 @@ def test_perception_rows_are_right_about_their_scene_and_cycle_through_the_tasks
     assert set(tasks) <= set(PERCEPTION_TASKS) and {"caption", "point", "read", "answer"} <= set(tasks)
     for index, row in enumerate(data):
         scene = make_example(0, "perception", index, config)
+        if tasks[index] != "answer":  # captions, pointing and reading see a part of the scene
+            part = sub_scene(scene, config)
+            assert set(part.objects) <= set(scene.objects) and len(part.objects) >= 1
+            scene = part
         user, assistant = row["messages"]  # no system prompt: the chat template's default one
         question, answer = user["content"][1]["text"], assistant["content"][0]["text"]
         assert row["images"][0].tobytes() == scene.image.tobytes()
@@ -209,11 +221,11 @@ def test_perception_rows_are_right_about_their_scene_and_cycle_through_the_tasks
             assert question == "Describe the image." and answer.startswith("There ")
 
 
-def test_perception_texts_fall_back_to_the_scene_question_when_no_object_is_unique():
+def test_perception_texts_caption_the_scene_when_no_object_is_unique():
     scene = make_example(0, "perception", 0)
     crowded = dataclasses.replace(scene, objects=(scene.objects[0], scene.objects[0]))
     for task in ("point", "read"):
-        assert perception_texts(crowded, task, CONFIG) == (scene.problem, scene.solution)
+        assert perception_texts(crowded, task, CONFIG) == perception_texts(crowded, "caption", CONFIG)
     with pytest.raises(ValueError, match="unknown perception task 'draw'"):
         perception_texts(scene, "draw", CONFIG)
 

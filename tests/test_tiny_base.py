@@ -1,0 +1,77 @@
+"""The shipped grounded tiny base (`vlm/tiny_base/`): it is what its model card says, it loads through `vlm` like a
+hub model, its image tokens are local, it reads held-out scenes, and the recipe that made it still runs."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from trl import ModelConfig
+
+from data_tools.synthetic import make_example
+from evaluation.perception import CHANCE, evaluate_short_answers, perception_rows
+from vlm import load_model_and_processor
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = REPO / "vlm" / "tiny_base"
+
+
+@pytest.fixture(scope="module")
+def base():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing or unexpected key, or a deprecated path, is a bug
+        model, processor = load_model_and_processor(
+            ModelConfig(model_name_or_path=str(BASE), dtype="float32", attn_implementation="sdpa")
+        )
+    return model.eval(), processor
+
+
+def test_weights_are_those_of_the_model_card():
+    card = (BASE / "README.md").read_text()
+    digest = hashlib.sha256((BASE / "model.safetensors").read_bytes()).hexdigest()
+    assert re.search(r"sha256\s+`([0-9a-f]{64})`", card).group(1) == digest
+    size_mb = (BASE / "model.safetensors").stat().st_size / 1e6
+    assert f"{size_mb:.1f} MB" in card and size_mb < 10
+    assert "launch/make_tiny_base.py" in card and re.search(r"commit `[0-9a-f]{40}`", card)
+
+
+def test_base_answers_held_out_scenes_far_above_chance(base):
+    model, processor = base
+    # The quick start's held-out scenes (data seed 0); the base was pre-trained on data seed 1 and never saw them.
+    results = evaluate_short_answers(model, processor, perception_rows(48, seed=0), bootstrap_samples=200)
+    assert results["accuracy"]["low"] > 0.6  # chance is 0.23 over the four question types
+    for task in ("point", "read"):
+        assert results["per_task"][task]["mean"] > 3 * CHANCE[task]
+
+
+@torch.no_grad()
+def test_each_image_token_sees_only_its_own_28_pixel_cell(base):
+    model, processor = base
+    image = make_example(0, "eval", 0).image
+    changed = image.copy()
+    changed.paste((0, 0, 0), (28 * 2, 28 * 3, 28 * 3, 28 * 4))  # the cell in row 3, column 2 of the 6 x 6 grid
+    tokens = []
+    for picture in (image, changed):
+        inputs = processor.image_processor(images=[picture], return_tensors="pt")
+        features = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        tokens.append(torch.cat(list(features.pooler_output)))
+    moved = (tokens[0] - tokens[1]).abs().amax(-1) > 1e-6
+    assert moved.nonzero().flatten().tolist() == [3 * 6 + 2]
+
+
+@pytest.mark.slow
+def test_recipe_still_runs_a_few_steps(tmp_path):
+    from launch.make_tiny_base import main
+
+    out = tmp_path / "base"
+    flags = ["--output_dir", str(out), "--work_dir", str(tmp_path / "work"), "--num_perception", "32"]
+    main([*flags, "--max_steps", "2", "--eval_rows", "4"])
+    card = (out / "README.md").read_text()
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
+    assert "--max_steps 2" in card
+    model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(out), dtype="float32"))
+    assert model.config.vision_config.depth == 0
