@@ -586,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = generate_synthetic(
         args.num_sft, args.num_rl, args.num_eval, args.seed, config, args.num_caption, args.num_perception
     )
+    # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
+    data = DatasetDict({name: split for name, split in data.items() if len(split)})
     data.save_to_disk(str(args.output_dir))
     sizes = ", ".join(f"{k}={len(v)}" for k, v in data.items())
     print(f"wrote {sizes} to {args.output_dir} in {time.perf_counter() - start:.1f}s")

@@ -235,3 +235,10 @@ def test_corpus_covers_the_perception_texts():
     data = generate_synthetic(0, 0, 0, seed=5, num_perception=200)["perception"]
     said = " ".join(m["content"][-1]["text"] for row in data["messages"] for m in row)
     assert set(re.findall(r"[\w<>/]+", said)) <= vocab
+
+
+def test_cli_leaves_out_splits_of_zero_rows_so_the_folder_loads(tmp_path):
+    main(["--output_dir", str(tmp_path / "d"), "--num_sft", "0", "--num_rl", "0", "--num_eval", "0",
+          "--num_perception", "8"])  # fmt: skip
+    data = load_from_disk(str(tmp_path / "d"))
+    assert {k: len(v) for k, v in data.items()} == {"perception": 8}
