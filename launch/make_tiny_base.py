@@ -27,13 +27,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launch.pipeline import run  # noqa: E402
+from launch.pipeline import run
 
 # The architecture chosen side by side (BENCHMARKS.md, "The grounded tiny base model").
 ARCHITECTURE = {
@@ -67,10 +66,10 @@ def sha256(path: Path) -> str:
 
 def git_commit() -> str:
     """The commit the recipe ran at, marked ``-dirty`` when tracked files had uncommitted changes."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     if head.returncode != 0:
         return "unknown (not a git checkout)"
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO).returncode != 0
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO, check=False).returncode != 0
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -88,7 +87,13 @@ def evaluate_base(model_dir: Path, num_rows: int, seed: int) -> dict:
     return evaluate_short_answers(model, processor, perception_rows(num_rows, seed=seed))
 
 
-def model_card(args: argparse.Namespace, command: str, results: dict, weights: Path, seconds: float) -> str:
+def train_minutes(trained: Path) -> float:
+    """Minutes the pre-training run took (the Trainer's own ``train_runtime``, summed over resumed runs)."""
+    history = json.loads((trained / "trainer_state.json").read_text())["log_history"]
+    return sum(entry["train_runtime"] for entry in history if "train_runtime" in entry) / 60
+
+
+def model_card(args: argparse.Namespace, command: str, results: dict, weights: Path, minutes: float) -> str:
     """The README.md of the base folder: what it is, how it was made, how well it reads held-out scenes."""
     arch = ", ".join(f"{k}={v}" for k, v in ARCHITECTURE.items())
     params = results["parameters"]
@@ -100,7 +105,7 @@ def model_card(args: argparse.Namespace, command: str, results: dict, weights: P
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
-tags: [qwen2_5_vl, tiny, synthetic, saliency-r1-toolkit]
+tags: [{ARCHITECTURE["family"]}, tiny, synthetic, saliency-r1-toolkit]
 ---
 
 # Grounded tiny Qwen3-VL base (the toolkit's embedded default)
@@ -116,7 +121,7 @@ position embedding, then the 2 x 2 patch merger, so each of the 6 x 6 image toke
 28 x 28 pixels and a map over image tokens is a map over image regions. Why this one: BENCHMARKS.md, "The grounded
 tiny base model".
 
-**Made by** (at commit `{args.commit}`, {seconds / 60:.0f} min on the machine that made it):
+**Made by** (at commit `{args.commit}`; pre-training took {minutes:.0f} min of training time):
 
 ```
 {command}
@@ -128,8 +133,8 @@ answers, no system prompt). Weights init seed {args.seed}; training seed {args.t
 `configs/sft/tiny_base.yaml` ({args.max_steps} steps).
 
 **Held-out short answers** ({args.eval_rows} scenes of the `eval` split of data seed {args.data_seed}, never
-trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions **{acc['mean']:.3f}**
-({acc['low']:.3f}-{acc['high']:.3f}).
+trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions **{acc["mean"]:.3f}**
+({acc["low"]:.3f}-{acc["high"]:.3f}).
 
 | task | accuracy | rows | chance |
 |---|---|---|---|
@@ -157,7 +162,6 @@ def main(argv: list[str] | None = None) -> None:
 
     work, python = args.work_dir, sys.executable
     init, data, trained = work / "init", work / "data", work / "trained"
-    start = time.perf_counter()
     run(
         "build the initial model",
         [python, "-m", "vlm.build_tiny", "--output_dir", str(init), "--seed", str(args.seed)]
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         args.force,
     )
     steps = ["--max_steps", str(args.max_steps)] if args.max_steps else []
+    commit_file = work / "recipe_commit.txt"  # the commit the pre-training started at, kept across resumes
+    if args.force or not ((trained / "processor_config.json").exists() or commit_file.exists()):
+        commit_file.write_text(git_commit() + "\n")
     run(
         "pre-training",
         [python, "launch/sft.py", "--config", str(args.config), "--model_name_or_path", str(init)]
@@ -191,16 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     from safetensors import safe_open
 
     with safe_open(str(trained / "model.safetensors"), "pt") as weights:
-        results["parameters"] = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
+        results["parameters"] = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())  # noqa: SIM118 (safe_open is no dict)
 
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     for name in BASE_FILES:
         shutil.copy2(trained / name, out / name)
-    args.commit = git_commit()
+    args.commit = commit_file.read_text().strip()
     command = shlex.join(["python", "launch/make_tiny_base.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "perception_eval.json").write_text(json.dumps(results, indent=1) + "\n")
-    card = model_card(args, command, results, out / "model.safetensors", time.perf_counter() - start)
+    card = model_card(args, command, results, out / "model.safetensors", train_minutes(trained))
     (out / "README.md").write_text(card)
     print(f"[make_tiny_base] wrote {out}: held-out accuracy {results['accuracy']['mean']:.3f}", flush=True)
 

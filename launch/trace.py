@@ -1,6 +1,6 @@
 """Answer a question about an image and write the saliency maps of the answer.
 
-    python launch/trace.py --model_name_or_path outputs/tiny-qwen2_5_vl --image img.png --question "..." \
+    python launch/trace.py --model_name_or_path outputs/grpo-tiny --image img.png --question "..." \
         --output_dir out/ [--map flow|direct] [--saliency_row q|pos] [--saliency_layers 0 -1] [--max_new_tokens 256] \
         [--baselines attention rollout gradient integrated_gradients rise] [--boxes "[x1, y1, x2, y2]" ...]
 

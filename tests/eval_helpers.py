@@ -34,6 +34,23 @@ def reference_completions(rows) -> list[str]:
     return [format_assistant(row["reasoning"], row["solution"]) for row in rows]
 
 
+def traced_reference_rows(root: Path, num_rows: int = 2):
+    """A tiny model (seed 1), its processor, ``num_rows`` held-out rows, a tracer and the traced reference completions."""
+    from trl import ModelConfig
+
+    from evaluation.checkpoints import load_checkpoint
+    from evaluation.generation import trace_completions
+    from saliency import SaliencyTracer, SpecialTokens
+    from vlm import build_tiny_vlm
+
+    path = build_tiny_vlm(root / "model", seed=1)
+    model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
+    rows = generate_split("eval", num_rows, seed=0)
+    tracer = SaliencyTracer(model, SpecialTokens.from_tokenizer(processor))
+    traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))
+    return model, processor, rows, tracer, traced
+
+
 class ForcedTokens(LogitsProcessor):
     """Forces each sample of a generate batch to emit its script of token ids, then the end-of-turn token."""
 

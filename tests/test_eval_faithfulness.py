@@ -3,28 +3,17 @@
 import numpy as np
 import pytest
 import torch
-from eval_helpers import reference_completions
-from trl import ModelConfig
+from eval_helpers import traced_reference_rows
 
-from data_tools import generate_split
 from evaluation import answer_log_prob_curves, faithfulness_curves, patch_order, prompt_inputs
-from evaluation.checkpoints import load_checkpoint
 from evaluation.faithfulness import FaithfulnessResult, auc, random_orders
-from evaluation.generation import trace_completions
-from saliency import CompletionSpans, ImageLayout, SaliencyMaps, SaliencyTracer, SpecialTokens
+from saliency import CompletionSpans, ImageLayout, SaliencyMaps
 from saliency.baselines import BASELINES
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from vlm import build_tiny_vlm
-
-    path = build_tiny_vlm(tmp_path_factory.mktemp("faith") / "model", seed=1)
-    model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
-    rows = generate_split("eval", 2, seed=0)
-    tracer = SaliencyTracer(model, SpecialTokens.from_tokenizer(processor))
-    traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))
-    return model, processor, rows, tracer, traced
+    return traced_reference_rows(tmp_path_factory.mktemp("faith"))
 
 
 def _curves(setup, index, orders, steps):

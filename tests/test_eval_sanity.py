@@ -5,27 +5,17 @@ import copy
 import numpy as np
 import pytest
 import torch
-from eval_helpers import reference_completions
+from eval_helpers import traced_reference_rows
 from torch import nn
-from trl import ModelConfig
 
-from data_tools import generate_split
 from evaluation import cascading_randomisation, prompt_inputs, randomisation_steps, spearman
-from evaluation.checkpoints import load_checkpoint
-from evaluation.generation import trace_completions
 from evaluation.sanity import reinitialise
-from saliency import Attribution, GradientTimesActivation, SaliencyTracer, SpecialTokens
+from saliency import Attribution, GradientTimesActivation, SaliencyTracer
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from vlm import build_tiny_vlm
-
-    path = build_tiny_vlm(tmp_path_factory.mktemp("sanity") / "model", seed=1)
-    model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
-    rows = generate_split("eval", 2, seed=0)
-    tracer = SaliencyTracer(model, SpecialTokens.from_tokenizer(processor))
-    traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))
+    model, processor, rows, tracer, traced = traced_reference_rows(tmp_path_factory.mktemp("sanity"))
     samples = [(prompt_inputs(processor, [rows[i]]), traced[i].completion_ids) for i in range(2)]
     return model, tracer, samples
 

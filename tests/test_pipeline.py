@@ -1,7 +1,9 @@
-"""The README's main job end to end: `launch/pipeline.py` runs every stage and resumes by skipping finished ones."""
+"""The README's main job end to end: `launch/pipeline.py` runs every stage from the shipped base and resumes by skipping
+finished ones."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,6 @@ def shortened(recipe: str, out: Path, **overrides) -> Path:
 @pytest.mark.slow
 def test_pipeline_runs_every_stage_and_skips_them_when_rerun(tmp_path):
     common = {"report_to": "none"}
-    perception = shortened("sft/tiny_perception.yaml", tmp_path, max_steps=2, save_strategy="no", **common)
     sft = shortened("sft/tiny_cpu.yaml", tmp_path, max_steps=2, answer_eval_samples=4, save_strategy="no", **common)
     grpo = shortened("grpo/tiny_cpu.yaml", tmp_path, max_steps=1, max_train_samples=2, num_generations=4,
                      per_device_train_batch_size=4, max_completion_length=8, save_strategy="no", **common)  # fmt: skip
@@ -32,18 +33,18 @@ def test_pipeline_runs_every_stage_and_skips_them_when_rerun(tmp_path):
     root = tmp_path / "run"
     command = [
         sys.executable, "launch/pipeline.py", "--output_root", str(root), "--num_sft", "32", "--num_rl", "16",
-        "--num_eval", "8", "--num_caption", "32", "--eval_samples", "4", "--perception_config", str(perception),
-        "--sft_config", str(sft), "--grpo_config", str(grpo),
+        "--num_eval", "8", "--eval_samples", "4", "--sft_config", str(sft), "--grpo_config", str(grpo),
         "--eval_config", str(evaluation),
     ]  # fmt: skip
     first = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for path in ("tiny-qwen2_5_vl/config.json", "data/dataset_dict.json", "perception-tiny/processor_config.json",
-                 "sft-tiny/processor_config.json",
-                 "grpo-tiny/processor_config.json", "eval/metrics.json", "eval/report.html"):  # fmt: skip
+    for path in ("data/dataset_dict.json", "sft-tiny/processor_config.json", "grpo-tiny/processor_config.json",
+                 "eval/metrics.json", "eval/report.html"):  # fmt: skip
         assert (root / path).is_file(), path
     assert f"report: {root / 'eval' / 'report.html'}" in first.stdout
 
     again = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert again.stdout.count("already done") == 6  # every stage skipped
+    assert again.stdout.count("already done") == 4  # every stage skipped
+    sft_config = json.loads((root / "sft-tiny" / "config.json").read_text())
+    assert sft_config["model_type"] == "qwen3_vl"  # the cold start started from the shipped base (vlm/tiny_base)

