@@ -155,9 +155,18 @@ def evaluate_model(
     faithfulness = sanity = None
     faithful_rows = mapped_rows[: args.faithfulness_samples]
     if faithful_rows:
-        faithfulness = _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines).to_dict(
+        curves, pointing = _faithfulness(model, processor, tracer, rows, faithful_rows, args, baselines)
+        faithfulness = curves.to_dict(
             bootstrap_samples=args.bootstrap_samples, confidence=args.confidence, seed=args.seed
         )
+        faithfulness["pointing"] = summarise(
+            pointing,
+            ["all"] * len(pointing),
+            bootstrap_samples=args.bootstrap_samples,
+            confidence=args.confidence,
+            seed=args.seed,
+        )
+        faithfulness["pointing"].pop("per_source")
     sanity_rows = mapped_rows[: args.sanity_samples]
     if sanity_rows:
         sanity = _sanity(processor, tracer, rows, sanity_rows, args, baselines).to_dict()
@@ -198,10 +207,14 @@ def _faithfulness(
     faithful_rows: Sequence[tuple[int, torch.Tensor, SaliencyMaps]],
     args: EvalArguments,
     baselines: Sequence[Any],
-) -> FaithfulnessResult:
-    """Deletion/insertion curves of the tracer's maps (``args.saliency_maps``) and of each baseline's, per row."""
+) -> tuple[FaithfulnessResult, list[dict[str, Any]]]:
+    """Deletion/insertion curves of the tracer's maps (``args.saliency_maps``) and of each baseline's, per row.
+
+    Also each method's pointing-game scores on the same rows, so that the tracer's maps can be told apart from the
+    model's: when perturbation or gradient maps do not point at the evidence either, the model does not use it.
+    """
     device = next(model.parameters()).device
-    samples = []
+    samples, pointing = [], []
     for index, completion_ids, maps in faithful_rows:
         row = rows[index]
         inputs = prompt_inputs(processor, [row], args.system_prompt).to(device)
@@ -209,7 +222,13 @@ def _faithfulness(
         for method in baselines:
             by_method[method.kind] = completion_maps(method.attribute, inputs, completion_ids, image_sizes([row])[0])
         samples.append((inputs, completion_ids, by_method))
-    return faithfulness_curves(
+        scores: dict[str, Any] = {}
+        for kind, method_maps in by_method.items():
+            image_map = method_maps.answer_map(kind)
+            upsampled = image_map[0].upsampled() if image_map else None
+            scores |= pointing_scores(kind, upsampled, row["bbox"], args.pointing_tolerance_px)
+        pointing.append(scores)
+    curves = faithfulness_curves(
         model,
         tracer.adapter,
         samples,
@@ -218,6 +237,7 @@ def _faithfulness(
         seed=args.seed,
         batch_size=max(args.batch_size, 8),
     )
+    return curves, pointing
 
 
 def _sanity(

@@ -209,6 +209,7 @@ def _faithfulness_section(faithfulness: Mapping[str, Any] | None, other: Mapping
         + "".join(rows)
         + "</table>"
         + _auc_interval_table(faithfulness.get("auc_vs_random"))  # absent from the metrics.json of older runs
+        + _method_pointing_table(faithfulness.get("pointing"))
         + "<div class=plots>"
         + "".join(plots)
         + "</div>"
@@ -232,6 +233,23 @@ def _auc_interval_table(intervals: Mapping[str, Any] | None) -> str:
         "(method − random), mean with a percentile bootstrap interval over the rows. A faithful map has "
         "deletion − random below 0 and insertion − random above 0; an interval that excludes 0 says the difference "
         "holds beyond the resampling of these rows.</p><table>" + "".join(rows) + "</table>"
+    )
+
+
+def _method_pointing_table(pointing: Mapping[str, Any] | None) -> str:
+    if not pointing:
+        return ""
+    fields = ("pg", "centre_point_pg", "energy_pg", "box_area_fraction")
+    methods = [key.removesuffix("/counts") for key in pointing if key.endswith("/counts")]
+    head = "<tr><th>method (%)</th>" + "".join(f"<th>{f.replace('_', ' ')}</th>" for f in fields) + "</tr>"
+    rows = [head]
+    for method in methods:
+        cells = "".join(f"<td>{_estimate(pointing.get(f'{method}/{f}'))}</td>" for f in fields)
+        rows.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
+    return (
+        "<p>Pointing games of every method on these rows. When the perturbation and gradient baselines do not point "
+        "at the evidence either, the model does not use it; when only the tracer's maps miss, look at the tracer."
+        "</p><table>" + "".join(rows) + "</table>"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transformers import set_seed
 from trl import ModelConfig
 
 from rewards import get_reward_funcs
@@ -26,6 +27,7 @@ def run_grpo(script_args: GRPOScriptArguments, training_args: SaliencyGRPOConfig
     training_args.remove_unused_columns = False  # solution, bbox, ... are the rewards' inputs
     train_dataset = script_args.load_train_rows(load_grpo_dataset, training_args.output_dir)
 
+    set_seed(training_args.seed)  # before the model: a LoRA adapter's initial weights are drawn when it is built
     model, processor = load_model_and_processor(
         model_args,
         for_training=True,

@@ -13,6 +13,7 @@ from trl.data_utils import apply_chat_template
 
 from rewards import SaliencyReward, energy_pointing_game, pointing_game
 from saliency import SaliencyMapArguments, SaliencyMaps, SaliencyTracer, SpecialTokens
+from vlm import ExactResumeMixin
 
 from .grpo_config import SaliencyGRPOConfig
 
@@ -25,14 +26,14 @@ def _image_sizes(images: Sequence[Sequence[Any]] | None, count: int) -> list[lis
     return [[(image.height, image.width) for image in (images[i] or [])] for i in range(count)]
 
 
-class SaliencyGRPOTrainer(GRPOTrainer):
+class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
     """`trl.GRPOTrainer` that hands each completion's saliency maps to the reward functions.
 
     The maps are read from the policy's own passes by `saliency.SaliencyTracer`: during HF `generate` (no extra
     forward) or, with vLLM or `saliency_capture="score"`, from one traced forward over prompt + completion. They
     reach the rewards as the columns `saliency_map` (flow map) and `saliency_map_direct`, each entry a float array at
-    the image's pixel size, or None for a completion without a map (bad format, no image). Everything else is TRL's
-    GRPO, unchanged. Extra logs: `saliency/pg`, `saliency/energy_pg` (flow map, completions that have one),
+    the image's pixel size, or None for a completion without a map (bad format, no image). Resuming a full fine-tune
+    restores the checkpoint's weights exactly (`vlm.ExactResumeMixin`). Everything else is TRL's GRPO, unchanged. Extra logs: `saliency/pg`, `saliency/energy_pg` (flow map, completions that have one),
     `saliency/empty_maps` (fraction without a usable map), `saliency/tracer_time_share` (tracer seconds over step
     seconds) and `tokens_per_second` (completion tokens generated per second of training step).
     """

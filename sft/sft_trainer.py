@@ -5,14 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from data_tools import MissingSplitError, load_source
 from evaluation import HeldOutAnswersCallback
-from vlm import load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
+from vlm import ExactResumeMixin, load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
 from .sft_config import SFTScriptArguments
 from .sft_data import load_sft_dataset
+
+
+class VLMSFTTrainer(ExactResumeMixin, SFTTrainer):
+    """`trl.SFTTrainer` whose resume of a full fine-tune restores the checkpoint's weights exactly."""
 
 
 def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
@@ -28,6 +33,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
 
     heldout_rows = _heldout_rows(script_args) if script_args.answer_eval_split else None
 
+    set_seed(training_args.seed)  # before the model: a LoRA adapter's initial weights are drawn when it is built
     model, processor = load_model_and_processor(
         model_args,
         for_training=True,
@@ -36,7 +42,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
         max_pixels=script_args.max_pixels,
     )
 
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor)
+    trainer = VLMSFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor)
     # TRL divides the summed token loss by `num_items_in_batch` (the label tokens of every process and accumulation
     # step), but the Trainer counts them only for models that accept loss kwargs, which Qwen-VL models say they do
     # not; each process and micro-batch would then average its own tokens, and the gradient would depend on how the

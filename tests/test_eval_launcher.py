@@ -126,6 +126,14 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
     assert metrics["faithfulness"]["n_rows"] == 1
     assert set(metrics["faithfulness"]["auc"]) == {"flow", "direct", "gradient", "rollout", "random"}
     assert set(metrics["sanity"]["methods"]) == {"flow", "direct", "gradient", "rollout"}
+    # Every method's pointing game on the faithfulness row; the tracer's equals that row's score in the summary.
+    pointing = metrics["faithfulness"]["pointing"]
+    for method in ("flow", "direct", "gradient", "rollout"):
+        assert sum(pointing[f"{method}/counts"].values()) == 1
+    first_mapped = next(row for row in metrics["rows"] if row["no_map_reason"] is None)
+    for key in ("flow/pg", "flow/energy_pg", "direct/energy_pg"):
+        assert pointing[key]["mean"] == first_mapped["scores"][key]
+    assert "Pointing games of every method" in (first / "report.html").read_text()
     assert metrics["settings"]["completions"] == "given (scored)"
 
     _launch(

@@ -1,20 +1,17 @@
 """GRPO with the saliency reward on the embedded tiny model: maps reach the rewards, both capture modes agree,
-bad completions never give NaN, metrics are logged, and a killed run resumes."""
+bad completions never give NaN, metrics are logged, and a killed run resumes its trajectory."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from resume_helpers import assert_same_weights, kill_after_checkpoint, logged
 from steering import steer_to
 from trl import ModelConfig
 
@@ -172,52 +169,56 @@ def test_the_reward_reads_the_maps_of_the_chosen_layers(tiny_model_dir, syntheti
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, synthetic_data_dir, tmp_path):
+def test_a_killed_run_resumes_the_same_trajectory(tiny_model_dir, synthetic_data_dir, tmp_path):
+    """Killed (SIGKILL) after a checkpoint and resumed, a full fine-tune logs the same losses and rewards and ends
+    with the same weights as a run that was never interrupted (sampling included: the RNG state is restored)."""
+
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable,
+            str(REPO / "launch" / "grpo.py"),
+            "--config",
+            str(REPO / "configs/grpo/tiny_cpu.yaml"),
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--dataset_name",
+            str(synthetic_data_dir),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "6",
+            "--save_steps",
+            "2",
+            "--save_total_limit",
+            "10",
+            "--logging_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--num_generations",
+            "2",
+            "--max_completion_length",
+            "8",
+            "--max_train_samples",
+            "16",
+            "--report_to",
+            "none",
+            "--resume_from_checkpoint",
+            "true",
+        ]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), cwd=REPO, check=True, capture_output=True, timeout=900)
     out = tmp_path / "resumable"
-    command = [
-        sys.executable,
-        str(REPO / "launch" / "grpo.py"),
-        "--config",
-        str(REPO / "configs/grpo/tiny_cpu.yaml"),
-        "--model_name_or_path",
-        str(tiny_model_dir),
-        "--dataset_name",
-        str(synthetic_data_dir),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "6",
-        "--save_steps",
-        "2",
-        "--per_device_train_batch_size",
-        "4",
-        "--num_generations",
-        "2",
-        "--max_completion_length",
-        "8",
-        "--max_train_samples",
-        "16",
-        "--report_to",
-        "none",
-        "--resume_from_checkpoint",
-        "true",
-    ]
-    process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 400
-    while not list(out.glob("checkpoint-2/trainer_state.json")) and time.time() < deadline:
-        assert process.poll() is None, "training ended before it could be killed"
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = max(int(state.parent.name.split("-")[1]) for state in out.glob("checkpoint-*/trainer_state.json"))
-    # transformers says at info level which checkpoint it loads when resuming.
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "info"}
-    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    killed_at = kill_after_checkpoint(command(out), out, step=2)
+    assert 2 <= killed_at < 6
+    assert_same_weights(out / f"checkpoint-{killed_at}", reference / f"checkpoint-{killed_at}")
+    resumed = subprocess.run(command(out), cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Loading model from {out / f'checkpoint-{killed_at}'}" in resumed.stderr + resumed.stdout
-    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
-    assert steps[-1] == 6
-    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
-    assert all(math.isfinite(e.get("loss", 0.0)) for e in state["log_history"])
+    after = range(killed_at + 1, 7)
+    for key in ("loss", "reward", "entropy"):
+        expected = logged(reference / "checkpoint-6" / "trainer_state.json", key)
+        got = logged(out / "checkpoint-6" / "trainer_state.json", key)
+        assert got.keys() == expected.keys() == set(range(1, 7)), key
+        assert [got[s] for s in after] == pytest.approx([expected[s] for s in after], rel=1e-5, abs=1e-6), key
+    assert_same_weights(out, reference, atol=1e-6)

@@ -1,6 +1,6 @@
 """Vision-language model loading (dtype, attention, LoRA, QLoRA) and the tiny embedded default models."""
 
-from .checkpoints import resolve_resume_checkpoint
+from .checkpoints import ExactResumeMixin, load_full_weights, resolve_resume_checkpoint
 from .loading import (
     load_model_and_processor,
     load_processor,
@@ -23,8 +23,10 @@ def __getattr__(name: str):
 
 __all__ = [
     "FAMILIES",
+    "ExactResumeMixin",
     "TinyTokenIds",
     "build_tiny_vlm",
+    "load_full_weights",
     "load_model_and_processor",
     "load_processor",
     "lora_config",
