@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,27 @@ JUDGE_SYSTEM_PROMPT = (
 _RETRYABLE_HTTP_CODES = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as its own HTTP error: following it would send the key, and trust the verdict, of
+    whichever host it names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without the user and password it may carry, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 class LLMJudge:
     """Reward function asking a chat model whether each answer matches its reference: 1.0 yes, 0.0 no, None when the
     judge cannot answer (unreachable, timed out, an error status, an unreadable reply), so that TRL ignores it.
@@ -31,7 +53,8 @@ class LLMJudge:
     Sends `POST {base_url}/chat/completions`. The API key is read from the environment variable `api_key_env` at each
     request (no header when it is unset, e.g. for a local server); it is never stored on the object nor logged.
     Connection errors, timeouts and the status codes 408/409/425/429/5xx are retried `max_retries` times with
-    exponential backoff. Reads the columns `solution` and, when present, `problem` (else the prompt's last user
+    exponential backoff. Redirects are not followed (the key would go to, and the verdict come from, another host):
+    a 3xx answer is an error status. Logs show the endpoint without any credentials written into its URL. Reads the columns `solution` and, when present, `problem` (else the prompt's last user
     text is the question). An empty answer scores 0.0 without a request.
     """
 
@@ -49,6 +72,7 @@ class LLMJudge:
         if timeout_s <= 0 or max_retries < 0 or retry_backoff_s < 0 or max_workers < 1:
             raise ValueError("timeout_s must be > 0, max_retries and retry_backoff_s >= 0, max_workers >= 1")
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self._logged_url = _redacted(self.url)
         self.model = model
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -67,18 +91,20 @@ class LLMJudge:
                 time.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with _OPENER.open(request, timeout=self.timeout_s) as response:
                     return json.loads(response.read().decode("utf-8"))
             except urllib.error.HTTPError as error:
                 retryable = error.code in _RETRYABLE_HTTP_CODES
-                logger.warning("LLM judge at %s answered HTTP %s (attempt %d)", self.url, error.code, attempt + 1)
+                logger.warning(
+                    "LLM judge at %s answered HTTP %s (attempt %d)", self._logged_url, error.code, attempt + 1
+                )
                 if not retryable:
                     return None
             except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out, cut short
                 reason = getattr(error, "reason", error)
-                logger.warning("LLM judge at %s unreachable: %s (attempt %d)", self.url, reason, attempt + 1)
+                logger.warning("LLM judge at %s unreachable: %s (attempt %d)", self._logged_url, reason, attempt + 1)
             except (ValueError, UnicodeDecodeError):
-                logger.warning("LLM judge at %s sent a reply that is not JSON", self.url)
+                logger.warning("LLM judge at %s sent a reply that is not JSON", self._logged_url)
                 return None
         return None
 

@@ -56,6 +56,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500 if mode == "error" else 503, {"error": "busy"})
         if mode == "forbidden":
             return self._send(401, {"error": "bad key"})
+        if mode == "redirect":  # to the host (and port) named after `redirect` in the path
+            target = self.path.split("/")[2]
+            self.send_response(307)
+            self.send_header("Location", f"http://{target}/grade/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         if mode == "hang":
             time.sleep(2.0)
         if mode == "garbage":
@@ -152,6 +159,31 @@ def test_unreachable_endpoint_gives_none_and_never_logs_the_key(monkeypatch, cap
         assert judge(["Colour?"] * 2, ["<think>a</think>red"] * 2, solution=["red"] * 2) == [None, None]
     assert "unreachable" in caplog.text
     assert API_KEY not in caplog.text
+
+
+def test_a_redirect_to_another_host_is_not_followed_and_gets_no_key(server, monkeypatch, caplog):
+    other = FakeChatServer()
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        monkeypatch.setenv("TEST_JUDGE_KEY", API_KEY)
+        judge = make_judge(server, f"redirect/127.0.0.1:{other.server_address[1]}", max_retries=2)
+        with caplog.at_level(logging.WARNING):
+            assert judge(["Colour?"], ["<think>a</think>red"], solution=["red"]) == [None]
+        assert other.requests == [] and len(server.requests) == 1  # not followed, not retried
+        assert "HTTP 307" in caplog.text
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_credentials_in_the_endpoint_url_are_never_logged(caplog):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    judge = LLMJudge(f"http://user:{API_KEY}@127.0.0.1:{port}/v1", "m", api_key_env=None, timeout_s=0.5, max_retries=0)
+    with caplog.at_level(logging.DEBUG):
+        assert judge(["Colour?"], ["<think>a</think>red"], solution=["red"]) == [None]
+    assert f"***@127.0.0.1:{port}" in caplog.text and API_KEY not in caplog.text
 
 
 def test_judge_names_the_missing_column_and_checks_its_options():
