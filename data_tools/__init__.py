@@ -1,6 +1,6 @@
 """Data for grounded reasoning: the synthetic shapes set, loaders and converters for public data, validation."""
 
-from .loaders import SOURCES, MissingSplitError, load_source, read_records
+from .loaders import SOURCES, MissingSplitError, load_source, read_jsonl, read_records
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, prompt_messages, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 from .synthetic import (
@@ -52,6 +52,7 @@ __all__ = [
     "normalise_boxes",
     "parse_boxes",
     "prompt_messages",
+    "read_jsonl",
     "read_records",
     "rows_to_dataset",
     "sft_messages",

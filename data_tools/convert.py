@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .loaders import SOURCES, load_source
+from .loaders import SOURCES, MissingSplitError, load_source
 from .validation import BBOX_FORMATS, KINDS, ON_BAD_ROW, BadRowsError
 
 
@@ -23,26 +23,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--source", required=True, choices=sorted(SOURCES), help="Layout of the input data.")
     parser.add_argument(
-        "--input", required=True,
+        "--input",
+        required=True,
         help="A local .json/.jsonl/.parquet file, a save_to_disk folder, or a hub data set name.",
     )
     parser.add_argument("--image_dir", type=Path, default=None, help="Folder that relative image paths start from.")
     parser.add_argument("--output_dir", required=True, type=Path, help="Folder to save the converted split to.")
     parser.add_argument("--split", default="train", help="Split to read from hub or save_to_disk sources.")
     parser.add_argument(
-        "--kind", choices=KINDS, default=None,
+        "--kind",
+        choices=KINDS,
+        default=None,
         help="Layout of the output split; default: rl for saliency_r1/visual_cot, sft for llava_cot/mulberry.",
     )
     parser.add_argument(
-        "--bbox_format", choices=BBOX_FORMATS, default="xyxy_norm",
+        "--bbox_format",
+        choices=BBOX_FORMATS,
+        default="xyxy_norm",
         help="Box format of rows that do not name one (visual_cot rows are xyxy_px).",
     )
     parser.add_argument(
-        "--max_image_side", type=int, default=1024,
+        "--max_image_side",
+        type=int,
+        default=1024,
         help="Images with a longer side are resized to it (normalised boxes stay valid). 0 = never resize.",
     )
     parser.add_argument(
-        "--on_bad_row", choices=ON_BAD_ROW, default="error",
+        "--on_bad_row",
+        choices=ON_BAD_ROW,
+        default="error",
         help="error: stop before writing and list every bad row; skip: drop bad rows and report them.",
     )
     parser.add_argument("--report", type=Path, default=None, help="Write every rejection and conversion note (JSONL).")
@@ -55,17 +64,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("--max_image_side must be >= 0")
     try:
         data, report = load_source(
-            args.source, args.input, image_dir=args.image_dir, split=args.split, kind=args.kind,
-            bbox_format=args.bbox_format, max_image_side=args.max_image_side or None, on_bad_row=args.on_bad_row,
+            args.source,
+            args.input,
+            image_dir=args.image_dir,
+            split=args.split,
+            kind=args.kind,
+            bbox_format=args.bbox_format,
+            max_image_side=args.max_image_side or None,
+            on_bad_row=args.on_bad_row,
         )
     except BadRowsError as err:
         if args.report:
             err.report.write_jsonl(args.report)
         print(err, file=sys.stderr)
         return 1
-    data.save_to_disk(str(args.output_dir))
+    except (FileNotFoundError, MissingSplitError) as err:
+        print(f"--input: {err}", file=sys.stderr)
+        return 2
     if args.report:
         report.write_jsonl(args.report)
+    if not len(data):
+        print(
+            f"{report.summary()}: no row kept, nothing written" + (f"; report: {args.report}" if args.report else ""),
+            file=sys.stderr,
+        )
+        return 1
+    data.save_to_disk(str(args.output_dir))
     print(f"{report.summary()}; saved to {args.output_dir}" + (f", report: {args.report}" if args.report else ""))
     return 0
 

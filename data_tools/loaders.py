@@ -41,17 +41,58 @@ class MissingSplitError(ValueError):
     """A saved data set has no split of the requested name."""
 
 
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+class JsonlRecords(list):
+    """The records of a JSON Lines file, with ``unreadable``: ``(line number, reason)`` of each line that is not
+    a JSON object in UTF-8 (blank lines are not records). A UTF-8 byte-order mark at the start is allowed."""
+
+    unreadable: list[tuple[int, str]]
+
+
+def read_jsonl(path: str | Path) -> JsonlRecords:
+    """Read a JSON Lines file line by line; a bad line is named in ``unreadable`` instead of stopping the read."""
+    records = JsonlRecords()
+    records.unreadable = []
+    with Path(path).open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                records.unreadable.append((number, f"not UTF-8 ({error.reason} at byte {error.start})"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                records.unreadable.append((number, f"not JSON ({error.msg} at column {error.colno})"))
+                continue
+            if not isinstance(record, dict):
+                records.unreadable.append((number, f"a JSON {type(record).__name__}, not an object"))
+                continue
+            records.append(record)
+    return records
+
+
 def read_records(source: str | Path, split: str = "train") -> Iterable[Mapping[str, Any]]:
     """Records of ``source``: a local ``.json``/``.jsonl``/``.parquet`` file, a ``save_to_disk`` folder or a hub name.
 
     Image columns of ``datasets`` sources are read undecoded (``{"bytes", "path"}``) so validation sees the raw bytes.
     """
     path = Path(source)
+    if not path.exists() and (path.suffix in LOCAL_SUFFIXES or path.is_absolute() or str(source).startswith(".")):
+        raise FileNotFoundError(f"{source}: no such file or folder")
     if path.is_file() and path.suffix == ".jsonl":
-        with path.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_jsonl(path)
     if path.is_file() and path.suffix == ".json":
-        records = json.loads(path.read_text())
+        try:
+            records = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not a readable UTF-8 JSON file ({error})") from error
         if not isinstance(records, list):
             raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
         return records
@@ -130,14 +171,21 @@ def llava_cot_rows(records: Iterable[Mapping[str, Any]], dataset_name: str = "ll
         base_id = _text_id(rec.get("id")) or str(index)
         turns = rec.get("conversations")
         if not isinstance(turns, list) or len(turns) < 2 or len(turns) % 2:
-            yield {"question_id": f"{dataset_name}-{base_id}", "dataset": dataset_name,
-                   PARSE_ERRORS: [("conversations", "expected human/gpt turn pairs")]}
+            yield {
+                "question_id": f"{dataset_name}-{base_id}",
+                "dataset": dataset_name,
+                PARSE_ERRORS: [("conversations", "expected human/gpt turn pairs")],
+            }
             continue
         pairs = [(turns[i], turns[i + 1]) for i in range(0, len(turns), 2)]
         for k, (human, gpt) in enumerate(pairs):
             errors = []
-            if not (isinstance(human, Mapping) and isinstance(gpt, Mapping)
-                    and human.get("from") == "human" and gpt.get("from") == "gpt"):
+            if not (
+                isinstance(human, Mapping)
+                and isinstance(gpt, Mapping)
+                and human.get("from") == "human"
+                and gpt.get("from") == "gpt"
+            ):
                 errors.append(("conversations", f"turn pair {k} is not human then gpt"))
                 human, gpt = {}, {}
             question = human.get("value")
@@ -167,8 +215,11 @@ def mulberry_rows(records: Iterable[Mapping[str, Any]], dataset_name: str = "mul
         user = next((m for m in messages or [] if isinstance(m, Mapping) and m.get("role") == "user"), None)
         reply = next((m for m in messages or [] if isinstance(m, Mapping) and m.get("role") == "assistant"), None)
         if user is None or reply is None or not isinstance(reply.get("content"), str):
-            yield {"question_id": qid, "dataset": dataset_name,
-                   PARSE_ERRORS: [("messages", "expected a user and an assistant message with text content")]}
+            yield {
+                "question_id": qid,
+                "dataset": dataset_name,
+                PARSE_ERRORS: [("messages", "expected a user and an assistant message with text content")],
+            }
             continue
         text = reply["content"]
         marks = list(_FINAL_ANSWER.finditer(text))
@@ -178,7 +229,7 @@ def mulberry_rows(records: Iterable[Mapping[str, Any]], dataset_name: str = "mul
             "images": rec.get("images"),
             "problem": _IMAGE_TAG.sub("", question) if isinstance(question, str) else question,
             "reasoning": text[: marks[-1].start()].strip() if marks else None,
-            "solution": text[marks[-1].end():].strip() if marks else None,
+            "solution": text[marks[-1].end() :].strip() if marks else None,
             "dataset": dataset_name,
             "question_id": qid,
             PARSE_ERRORS: errors,
@@ -217,6 +268,12 @@ def load_source(
     records = read_records(source, split)
     raw = adapter(records, split=split) if source_format == "saliency_r1" else adapter(records)
     rows, report = validate_rows(
-        raw, kind, bbox_format=bbox_format, image_dir=image_dir, max_image_side=max_image_side, on_bad_row=on_bad_row
+        raw,
+        kind,
+        bbox_format=bbox_format,
+        image_dir=image_dir,
+        max_image_side=max_image_side,
+        on_bad_row=on_bad_row,
+        unreadable=getattr(records, "unreadable", ()),
     )
     return rows_to_dataset(rows, kind), report

@@ -48,7 +48,7 @@ _FEATURES = {"sft": SFT_FEATURES, "rl": RL_FEATURES, "eval": EVAL_FEATURES}
 class RowIssue:
     """One finding about one row: a rejection reason, or a note on a conversion applied to a kept row."""
 
-    index: int
+    index: int  # position among the records read; -N for line N of a file that gave no record
     row_id: str
     field: str
     reason: str
@@ -89,12 +89,16 @@ class BadRowsError(ValueError):
 
     def __init__(self, report: ValidationReport):
         self.report = report
-        lines = [f"row {i.index} ({i.row_id}), field {i.field!r}: {i.reason}" for i in report.rejected]
+        lines = [f"{_where(i)}, field {i.field!r}: {i.reason}" for i in report.rejected]
         bad = len({i.index for i in report.rejected})
         super().__init__(
             f"{bad} of {report.num_rows} rows are bad (on_bad_row='error'; use 'skip' to drop them):\n  "
             + "\n  ".join(lines)
         )
+
+
+def _where(issue: RowIssue) -> str:
+    return issue.row_id if issue.index < 0 else f"row {issue.index} ({issue.row_id})"
 
 
 class _Reject(Exception):
@@ -104,6 +108,7 @@ class _Reject(Exception):
 
 
 # ---------------------------------------------------------------- boxes
+
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
@@ -176,6 +181,7 @@ def normalise_boxes(boxes: Sequence[Sequence[float]], bbox_format: str, width: i
 
 
 # ---------------------------------------------------------------- images
+
 
 def _read_image_bytes(value: Any, image_dir: Path | None) -> tuple[bytes | None, Image.Image | None]:
     """Return ``(encoded bytes, None)`` or ``(None, PIL image)`` for any accepted image value."""
@@ -260,6 +266,7 @@ def load_image(
 
 
 # ---------------------------------------------------------------- rows
+
 
 def _check_text(row: Mapping, name: str) -> str:
     value = row.get(name)
@@ -346,8 +353,12 @@ def validate_rows(
     image_dir: str | Path | None = None,
     max_image_side: int | None = 1024,
     on_bad_row: str = "error",
+    unreadable: Sequence[tuple[int, str]] = (),
 ) -> tuple[list[dict], ValidationReport]:
     """Validate and normalise raw rows into rows of the ``kind`` split (``"sft"``, ``"rl"`` or ``"eval"``).
+
+    ``unreadable`` are the ``(line number, reason)`` of input lines that gave no record (`data_tools.read_jsonl`);
+    each is reported as a rejected row named ``line N``.
 
     Returns the kept rows (laid out as :data:`~data_tools.schema.RL_FEATURES` etc., images as PNG/original bytes)
     and the report. Duplicate ``question_id``: the first row is kept, the later ones are rejected.
@@ -362,6 +373,9 @@ def validate_rows(
     if max_image_side is not None and max_image_side < 1:
         raise ValueError(f"max_image_side must be >= 1 or None, got {max_image_side}")
     report, kept, first_seen = ValidationReport(), [], {}
+    for number, reason in unreadable:
+        report.num_rows += 1
+        report.issues.append(RowIssue(-number, f"line {number}", "line", reason, "rejected"))
     for index, row in enumerate(tqdm(rows, desc=f"validating {kind} rows", unit="row", mininterval=2.0)):
         report.num_rows += 1
         row_id = _row_id(row, index)

@@ -30,6 +30,12 @@ def load_sft_dataset(
     """
     if source == "conversational":
         records = read_records(name, split)
+        unreadable = getattr(records, "unreadable", [])
+        if unreadable:
+            lines = "; ".join(f"line {n}: {reason}" for n, reason in unreadable)
+            if on_bad_row == "error":
+                raise ValueError(f"--dataset_name {name}: {len(unreadable)} unreadable line(s): {lines}")
+            logger.warning("--dataset_name %s: skipped %d unreadable line(s): %s", name, len(unreadable), lines)
         dataset = records if isinstance(records, datasets.Dataset) else datasets.Dataset.from_list(list(records))
         missing = {"messages", "images"} - set(dataset.column_names)
         if missing:
