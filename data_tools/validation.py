@@ -28,6 +28,7 @@ from datasets import Dataset
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .answers import strip_answer_markup
 from .prompts import SYSTEM_PROMPT, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 
@@ -284,8 +285,8 @@ def _row_id(row: Any, index: int) -> str:
 
 def _validate_row(
     row: Any, kind: str, bbox_format: str, image_dir: str | Path | None, max_image_side: int | None
-) -> tuple[dict | None, list[tuple[str, str]], list[str]]:
-    """Return (normalised row or None, [(field, reason)] problems, conversion notes)."""
+) -> tuple[dict | None, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Return (normalised row or None, [(field, reason)] problems, [(field, note)] conversion notes)."""
     if not isinstance(row, Mapping):
         return None, [("row", f"must be a mapping, got {type(row).__name__}")], []
     problems: list[tuple[str, str]] = [tuple(p) for p in row.get(PARSE_ERRORS) or []]
@@ -301,6 +302,18 @@ def _validate_row(
             except _Reject as err:
                 problems.append((err.field, err.reason))
 
+    notes: list[tuple[str, str]] = []
+    if "solution" in texts:
+        cleaned = strip_answer_markup(texts["solution"])
+        if not cleaned:
+            problems.append(("solution", f"no answer left in {texts['solution']!r:.80} once its markup is removed"))
+        elif cleaned != texts["solution"]:
+            notes.append(("solution", f"answer markup removed: {texts['solution']!r:.80} -> {cleaned!r:.80}"))
+            texts["solution"] = cleaned
+    for tag in ("<think>", "</think>"):
+        if tag in texts.get("reasoning", ""):
+            problems.append(("reasoning", f"contains {tag}, which would end or restart the reasoning in the target"))
+
     image_value = row.get("image")
     if image_value is None and row.get("images") is not None:
         images = row["images"]
@@ -308,12 +321,13 @@ def _validate_row(
             problems.append(("images", f"expected exactly one image, got {images!r:.80}"))
         else:
             image_value = images[0]
-    image, notes = None, []
+    image = None
     if image_value is None and not parse_failed and not any(f in ("image", "images") for f, _ in problems):
         problems.append(("image", "missing field"))
     elif image_value is not None:
         try:
-            image, size, notes = load_image(image_value, image_dir, max_image_side)
+            image, size, image_notes = load_image(image_value, image_dir, max_image_side)
+            notes += [("image", note) for note in image_notes]
         except ValueError as err:
             problems.append(("image", str(err)))
 
@@ -389,7 +403,7 @@ def validate_rows(
         report.issues += [RowIssue(index, row_id, f, r, "rejected") for f, r in problems]
         if problems:
             continue
-        report.issues += [RowIssue(index, row_id, "image", n, "converted") for n in notes]
+        report.issues += [RowIssue(index, row_id, f, n, "converted") for f, n in notes]
         kept.append(out)
     report.num_kept = len(kept)
     if report.rejected and on_bad_row == "error":

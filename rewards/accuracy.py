@@ -18,11 +18,11 @@ import string
 import unicodedata
 from typing import Any
 
+from data_tools.answers import strip_answer_markup
+
 from .text import answer_text, completion_text
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-_ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*)?[:：]?\s*", re.IGNORECASE)
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _PUNCTUATION_TABLE = str.maketrans({c: " " for c in string.punctuation})
 _NUMBER_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
@@ -40,16 +40,9 @@ _CHOICE_IN_ANSWER = re.compile(
 _LIST_SEPARATORS = re.compile(r"\s*(?:[,;]|\band\b)\s*")
 
 
-def _strip_answer_wrappers(text: str) -> str:
-    boxed = _BOXED.search(text)
-    if boxed:
-        text = boxed.group(1)
-    return _ANSWER_PREFIX.sub("", text, count=1)
-
-
 def normalize_answer(text: str) -> str:
     """Lower-cased NFKC text without punctuation, articles (a, an, the) and repeated whitespace."""
-    text = unicodedata.normalize("NFKC", _strip_answer_wrappers(text)).lower()
+    text = unicodedata.normalize("NFKC", strip_answer_markup(text)).lower()
     text = text.translate(_PUNCTUATION_TABLE)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
@@ -75,7 +68,7 @@ def parse_numbers(text: str) -> list[float]:
 
 def _as_single_number(text: str) -> float | None:
     """The value of `text` when it is nothing but one number (with an optional `%`)."""
-    stripped = _strip_answer_wrappers(text).strip().rstrip(".")
+    stripped = strip_answer_markup(text).strip().rstrip(".")
     if stripped.lower() in _WORD_NUMBERS:
         return _WORD_NUMBERS[stripped.lower()]
     match = _NUMBER.fullmatch(stripped)
@@ -88,7 +81,7 @@ def _as_single_number(text: str) -> float | None:
 def numbers_match(answer: str, solution: str, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
     """True when the last number in `answer` equals the number `solution` within the tolerances."""
     expected = _as_single_number(solution)
-    found = parse_numbers(_strip_answer_wrappers(answer))
+    found = parse_numbers(strip_answer_markup(answer))
     if expected is None or not found:
         return False
     return math.isclose(found[-1], expected, rel_tol=rel_tol, abs_tol=abs_tol)
@@ -97,7 +90,7 @@ def numbers_match(answer: str, solution: str, rel_tol: float = 1e-4, abs_tol: fl
 def choice_letter(text: str) -> str | None:
     """The multiple-choice letter (A-H, upper-cased) that `text` starts with: `"B"`, `"(B)"`, `"B. red"`,
     `"B)"`, `"Option B"`, `"The answer is (B)"`; None when there is none (`"A red circle"` states no choice)."""
-    match = _CHOICE_IN_ANSWER.match(_strip_answer_wrappers(text))
+    match = _CHOICE_IN_ANSWER.match(strip_answer_markup(text))
     return (match.group(1) or match.group(2)).upper() if match else None
 
 
@@ -117,9 +110,9 @@ def answer_matches(answer: str, solution: str, rel_tol: float = 1e-4, abs_tol: f
         return bool(words) and words[0] == normalized_solution
     if _as_single_number(solution) is not None:
         return numbers_match(answer, solution, rel_tol=rel_tol, abs_tol=abs_tol)
-    solution_items = _items(_strip_answer_wrappers(solution))
+    solution_items = _items(strip_answer_markup(solution))
     if len(solution_items) > 1:
-        return _items(_strip_answer_wrappers(answer)) == solution_items
+        return _items(strip_answer_markup(answer)) == solution_items
     return bool(normalized_solution) and normalize_answer(answer) == normalized_solution
 
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from data_tools import BadRowsError, load_image, normalise_boxes, parse_boxes, rows_to_dataset, validate_rows
+from rewards import accuracy_reward
 
 
 def _png(image: Image.Image) -> bytes:
@@ -183,6 +184,21 @@ def test_sft_rows_need_reasoning_and_become_messages():
     assert len(row["images"]) == 1
     with pytest.raises(BadRowsError, match="reasoning"):
         validate_rows([_row()], "sft")
+
+
+@pytest.mark.parametrize("written", ["<answer> cat </answer>", "Cat.", "\\boxed{cat}", "Answer: cat"])
+def test_answers_lose_their_markup_with_a_note_and_the_reward_agrees(written):
+    kept, report = validate_rows([_row(solution=written)])
+    assert kept[0]["solution"].lower() == "cat"
+    (note,) = report.notes
+    assert note.field == "solution" and "answer markup removed" in note.reason
+    assert accuracy_reward(None, ["<think>x</think>cat"], solution=[written]) == [1.0]
+
+
+def test_an_answer_that_is_only_markup_and_reasoning_with_think_tags_are_rejected():
+    _rejected(_row(solution="<answer> </answer>"), "solution", "no answer left")
+    with pytest.raises(BadRowsError, match="'reasoning': contains </think>"):
+        validate_rows([_row(reasoning="It is red.</think>No, blue.")], "sft")
 
 
 def test_error_mode_lists_every_bad_row_and_skip_mode_reports_them(tmp_path):
