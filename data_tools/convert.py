@@ -27,7 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="A local .json/.jsonl/.parquet file, a save_to_disk folder, or a hub data set name.",
     )
-    parser.add_argument("--image_dir", type=Path, default=None, help="Folder that relative image paths start from.")
+    parser.add_argument(
+        "--image_dir",
+        type=Path,
+        default=None,
+        help="Folder that relative image paths start from; paths that lead outside it (absolute, '..', symbolic "
+        "links) are rejected.",
+    )
+    parser.add_argument(
+        "--allow_outside_image_dir",
+        action="store_true",
+        help="Accept image paths that lead outside --image_dir.",
+    )
     parser.add_argument("--output_dir", required=True, type=Path, help="Folder to save the converted split to.")
     parser.add_argument("--split", default="train", help="Split to read from hub or save_to_disk sources.")
     parser.add_argument(
@@ -72,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bbox_format=args.bbox_format,
             max_image_side=args.max_image_side or None,
             on_bad_row=args.on_bad_row,
+            allow_outside_image_dir=args.allow_outside_image_dir,
         )
     except BadRowsError as err:
         if args.report:

@@ -255,11 +255,14 @@ def load_source(
     bbox_format: str = "xyxy_norm",
     max_image_side: int | None = 1024,
     on_bad_row: str = "error",
+    allow_outside_image_dir: bool = False,
 ) -> tuple[datasets.Dataset, ValidationReport]:
     """Read ``source`` in the ``source_format`` layout, validate every row and return the split and the report.
 
     ``kind`` (``"sft"``, ``"rl"`` or ``"eval"``) defaults to the layout's (see :data:`SOURCES`). Raises
-    :class:`~data_tools.validation.BadRowsError` listing every bad row unless ``on_bad_row="skip"``.
+    :class:`~data_tools.validation.BadRowsError` listing every bad row unless ``on_bad_row="skip"``. Unreadable
+    lines of a ``.jsonl`` source are bad rows named ``line N``; image paths stay inside ``image_dir`` unless
+    ``allow_outside_image_dir``.
     """
     if source_format not in SOURCES:
         raise ValueError(f"unknown source format {source_format!r}; choose one of {sorted(SOURCES)}")
@@ -275,5 +278,6 @@ def load_source(
         max_image_side=max_image_side,
         on_bad_row=on_bad_row,
         unreadable=getattr(records, "unreadable", ()),
+        allow_outside_image_dir=allow_outside_image_dir,
     )
     return rows_to_dataset(rows, kind), report

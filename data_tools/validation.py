@@ -29,12 +29,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .answers import strip_answer_markup
+from .images import open_displayed
 from .prompts import SYSTEM_PROMPT, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 
 BBOX_FORMATS = ("xyxy_norm", "xyxy_px", "xywh_px")
 KINDS = ("sft", "rl", "eval")
 ON_BAD_ROW = ("error", "skip")
+MIN_IMAGE_SIDE = 14  # one vision patch of Qwen2-VL/2.5-VL/3-VL and most ViTs: less holds no detail to point at
+MAX_ASPECT_RATIO = 200  # Qwen-VL processors refuse longer images
 PARSE_ERRORS = "parse_errors"
 
 _REQUIRED = {
@@ -184,7 +187,9 @@ def normalise_boxes(boxes: Sequence[Sequence[float]], bbox_format: str, width: i
 # ---------------------------------------------------------------- images
 
 
-def _read_image_bytes(value: Any, image_dir: Path | None) -> tuple[bytes | None, Image.Image | None]:
+def _read_image_bytes(
+    value: Any, image_dir: Path | None, allow_outside: bool = False
+) -> tuple[bytes | None, Image.Image | None]:
     """Return ``(encoded bytes, None)`` or ``(None, PIL image)`` for any accepted image value."""
     if isinstance(value, Image.Image):
         return None, value
@@ -198,6 +203,11 @@ def _read_image_bytes(value: Any, image_dir: Path | None) -> tuple[bytes | None,
         path = Path(value)
         if not path.is_absolute() and image_dir is not None:
             path = Path(image_dir) / path
+        if image_dir is not None and not allow_outside and not path.resolve().is_relative_to(image_dir.resolve()):
+            raise _Reject(
+                "image",
+                f"image path {str(value)!r} leads outside --image_dir (allow it with --allow_outside_image_dir)",
+            )
         if not path.is_file():
             raise _Reject("image", f"image file not found: {path}")
         return path.read_bytes(), None
@@ -233,29 +243,46 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 
 def load_image(
-    value: Any, image_dir: str | Path | None = None, max_image_side: int | None = None
+    value: Any,
+    image_dir: str | Path | None = None,
+    max_image_side: int | None = None,
+    *,
+    min_image_side: int = MIN_IMAGE_SIDE,
+    allow_outside_image_dir: bool = False,
 ) -> tuple[dict, tuple[int, int], list[str]]:
-    """Load, check and normalise one image.
+    """Load, check and normalise one image, as displayed (`data_tools.images.open_displayed`).
+
+    A relative path is read under ``image_dir``; with an ``image_dir``, a path that leads outside it (absolute,
+    ``..``, a symbolic link) is refused unless ``allow_outside_image_dir``. Images with a side under
+    ``min_image_side`` px or an aspect ratio over :data:`MAX_ASPECT_RATIO` are refused.
 
     Returns ``({"bytes", "path": None}, original (width, height), notes)``: the bytes are the original file when it
     is already RGB and within ``max_image_side``, else a PNG of the converted / resized image.
     Raises ``ValueError`` for a missing file or unreadable bytes.
     """
     try:
-        data, image = _read_image_bytes(value, Path(image_dir) if image_dir is not None else None)
+        data, image = _read_image_bytes(
+            value, Path(image_dir) if image_dir is not None else None, allow_outside_image_dir
+        )
     except _Reject as err:
         raise ValueError(err.reason) from None
+    notes = []
     if image is None:
         try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
+            image, turned = open_displayed(data)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's corrupt-data errors
             raise ValueError(f"unreadable image bytes ({type(err).__name__}: {err})") from None
+        notes += [turned] if turned else []
     size = image.size
-    if min(size) < 1:
-        raise ValueError(f"image has size {size}")
+    if min(size) < min_image_side:
+        raise ValueError(
+            f"image is {size[0]}x{size[1]}: a side under {min_image_side} px is smaller than one vision patch, and "
+            "every box on it would cover most of the image"
+        )
+    if max(size) / min(size) > MAX_ASPECT_RATIO:
+        raise ValueError(f"image is {size[0]}x{size[1]}: aspect ratio over {MAX_ASPECT_RATIO}, which Qwen-VL refuses")
     image, note = _to_rgb(image)
-    notes = [note] if note else []
+    notes += [note] if note else []
     if max_image_side is not None and max(size) > max_image_side:
         scale = max_image_side / max(size)
         new = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
@@ -284,7 +311,12 @@ def _row_id(row: Any, index: int) -> str:
 
 
 def _validate_row(
-    row: Any, kind: str, bbox_format: str, image_dir: str | Path | None, max_image_side: int | None
+    row: Any,
+    kind: str,
+    bbox_format: str,
+    image_dir: str | Path | None,
+    max_image_side: int | None,
+    allow_outside_image_dir: bool = False,
 ) -> tuple[dict | None, list[tuple[str, str]], list[tuple[str, str]]]:
     """Return (normalised row or None, [(field, reason)] problems, [(field, note)] conversion notes)."""
     if not isinstance(row, Mapping):
@@ -326,7 +358,9 @@ def _validate_row(
         problems.append(("image", "missing field"))
     elif image_value is not None:
         try:
-            image, size, image_notes = load_image(image_value, image_dir, max_image_side)
+            image, size, image_notes = load_image(
+                image_value, image_dir, max_image_side, allow_outside_image_dir=allow_outside_image_dir
+            )
             notes += [("image", note) for note in image_notes]
         except ValueError as err:
             problems.append(("image", str(err)))
@@ -368,11 +402,13 @@ def validate_rows(
     max_image_side: int | None = 1024,
     on_bad_row: str = "error",
     unreadable: Sequence[tuple[int, str]] = (),
+    allow_outside_image_dir: bool = False,
 ) -> tuple[list[dict], ValidationReport]:
     """Validate and normalise raw rows into rows of the ``kind`` split (``"sft"``, ``"rl"`` or ``"eval"``).
 
     ``unreadable`` are the ``(line number, reason)`` of input lines that gave no record (`data_tools.read_jsonl`);
-    each is reported as a rejected row named ``line N``.
+    each is reported as a rejected row named ``line N``. Image paths must stay inside ``image_dir`` unless
+    ``allow_outside_image_dir`` (see :func:`load_image`).
 
     Returns the kept rows (laid out as :data:`~data_tools.schema.RL_FEATURES` etc., images as PNG/original bytes)
     and the report. Duplicate ``question_id``: the first row is kept, the later ones are rejected.
@@ -393,7 +429,7 @@ def validate_rows(
     for index, row in enumerate(tqdm(rows, desc=f"validating {kind} rows", unit="row", mininterval=2.0)):
         report.num_rows += 1
         row_id = _row_id(row, index)
-        out, problems, notes = _validate_row(row, kind, bbox_format, image_dir, max_image_side)
+        out, problems, notes = _validate_row(row, kind, bbox_format, image_dir, max_image_side, allow_outside_image_dir)
         if out is not None:
             qid = out["question_id"]
             if qid in first_seen:

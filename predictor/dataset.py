@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from data_tools.images import open_displayed
+
 from .config import PredictorDataConfig
 from .fixations import FixationRecord, density_map, fixation_map, load_map_png, read_fixations
 from .proposals import ExportRecord, read_export
@@ -97,10 +99,10 @@ class FixationDataset(torch.utils.data.Dataset):
         s = self.image_size
         if not r.image_path.is_file():
             raise FileNotFoundError(f"record {r.key!r}: image {r.image_path} does not exist")
-        with Image.open(r.image_path) as im:
-            if im.size != (r.width, r.height):
-                raise ValueError(f"record {r.key!r}: image {r.image_path} is {im.size}, expected {r.width}x{r.height}")
-            image = torch.from_numpy(np.asarray(im.convert("RGB").resize((s, s), Image.BILINEAR), dtype=np.float32))
+        im, _ = open_displayed(r.image_path)  # as displayed, as the fixations were recorded
+        if im.size != (r.width, r.height):
+            raise ValueError(f"record {r.key!r}: image {r.image_path} is {im.size}, expected {r.width}x{r.height}")
+        image = torch.from_numpy(np.asarray(im.convert("RGB").resize((s, s), Image.BILINEAR), dtype=np.float32))
         image = (image.permute(2, 0, 1) / 255.0 - torch.tensor(IMAGE_MEAN)[:, None, None]) / torch.tensor(IMAGE_STD)[
             :, None, None
         ]

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data_tools.images import open_displayed
+
 FIXATION_FORMATS = ("air", "osie", "salicon")
 
 
@@ -201,8 +203,7 @@ def read_osie_fixations(
         image_path = images_dir / name
         if not image_path.is_file():
             raise FileNotFoundError(f"{path}: stimulus {image_path} for record name {name!r} does not exist")
-        with Image.open(image_path) as im:
-            width, height = im.size
+        width, height = open_displayed(image_path)[0].size
         stem = Path(name).stem
         records.append(
             _finish(stem, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, stem), dropped)

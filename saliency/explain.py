@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from trl import ModelConfig
 
+from data_tools.images import open_displayed
+
 from .baselines import BASELINES, RISE, IntegratedGradients
 from .heatmap import overlay, side_by_side
 from .map_arguments import SaliencyMapArguments
@@ -124,8 +126,7 @@ def _read_image(path: str) -> Image.Image:
     if not Path(path).is_file():
         raise FileNotFoundError(f"--image {path!r}: no such file")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_displayed(path)[0].convert("RGB")  # as displayed: turned by its EXIF orientation
     except UnidentifiedImageError as err:
         raise ValueError(f"--image {path!r} is not an image PIL can read") from err
 

@@ -20,8 +20,14 @@ RGB = _png(Image.new("RGB", (40, 20), (10, 20, 30)))
 
 
 def _row(i=0, **overrides):
-    row = {"image": RGB, "problem": "What is it?", "solution": "cat", "bbox": "[0.1, 0.2, 0.5, 0.6]",
-           "dataset": "toy", "question_id": f"q{i}"}
+    row = {
+        "image": RGB,
+        "problem": "What is it?",
+        "solution": "cat",
+        "bbox": "[0.1, 0.2, 0.5, 0.6]",
+        "dataset": "toy",
+        "question_id": f"q{i}",
+    }
     row.update(overrides)
     return row
 
@@ -41,6 +47,7 @@ def _rejected(row, field, match, **kwargs):
 
 
 # ---------------------------------------------------------------- boxes
+
 
 @pytest.mark.parametrize(
     "bbox, match",
@@ -100,6 +107,7 @@ def test_parse_and_normalise_are_usable_alone():
 
 # ---------------------------------------------------------------- images
 
+
 def test_missing_image_file_and_corrupt_bytes_are_rejected(tmp_path):
     _rejected(_row(image="nope.png"), "image", "image file not found", image_dir=tmp_path)
     _rejected(_row(image=b"not an image at all"), "image", "unreadable image bytes")
@@ -109,8 +117,13 @@ def test_missing_image_file_and_corrupt_bytes_are_rejected(tmp_path):
 
 def test_images_from_paths_dicts_and_pil_are_read(tmp_path):
     (tmp_path / "a.png").write_bytes(RGB)
-    for value in ("a.png", str(tmp_path / "a.png"), {"bytes": None, "path": "a.png"}, {"bytes": RGB, "path": None},
-                  Image.open(io.BytesIO(RGB))):
+    for value in (
+        "a.png",
+        str(tmp_path / "a.png"),
+        {"bytes": None, "path": "a.png"},
+        {"bytes": RGB, "path": None},
+        Image.open(io.BytesIO(RGB)),
+    ):
         kept, report = _one(_row(image=value), image_dir=tmp_path)
         assert kept is not None, report.issues
         assert Image.open(io.BytesIO(kept["image"]["bytes"])).size == (40, 20)
@@ -164,7 +177,44 @@ def test_oversized_image_is_resized_and_boxes_stay_right():
         assert (outside == 255).all()  # and nothing red lies more than a pixel outside it
 
 
+def test_an_exif_rotated_photo_is_stored_as_displayed_and_its_boxes_fit_that():
+    # Stored 40 wide x 20 high, red on the left; EXIF orientation 6 says: show it turned 90 degrees clockwise,
+    # i.e. 20 wide x 40 high with the red part at the top, which is where the annotator's box lies.
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif, quality=95)
+    kept, report = _one(_row(image=buffer.getvalue(), bbox="[0, 0, 1, 0.5]"))
+    image = rows_to_dataset([kept], "rl")[0]["image"]
+    assert image.size == (20, 40)
+    top = np.asarray(image.convert("RGB"))[:18].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 60  # the box covers the red half as displayed
+    assert any("EXIF orientation 6" in note.reason for note in report.notes)
+
+
+def test_image_paths_stay_inside_image_dir_unless_allowed(tmp_path):
+    inside, outside = tmp_path / "images", tmp_path / "elsewhere"
+    inside.mkdir()
+    outside.mkdir()
+    Image.new("RGB", (40, 20)).save(outside / "secret.png")
+    (inside / "link.png").symlink_to(outside / "secret.png")
+    for path in (str(outside / "secret.png"), "../elsewhere/secret.png", "link.png"):
+        _rejected(_row(image=path), "image", "leads outside --image_dir", image_dir=inside)
+    kept, _ = _one(_row(image="link.png"), image_dir=inside, allow_outside_image_dir=True)
+    assert kept is not None
+
+
+@pytest.mark.parametrize(
+    ("size", "match"), [((1, 1), "smaller than one vision patch"), ((13, 40), "smaller"), ((3000, 14), "aspect ratio")]
+)
+def test_images_too_small_or_too_long_for_the_processor_are_rejected(size, match):
+    _rejected(_row(image=_png(Image.new("RGB", size))), "image", match)
+
+
 # ---------------------------------------------------------------- other fields
+
 
 def test_text_fields_types_ids_and_missing_fields():
     _rejected(_row(problem="   "), "problem", "is empty")
@@ -215,7 +265,10 @@ def test_error_mode_lists_every_bad_row_and_skip_mode_reports_them(tmp_path):
     report.write_jsonl(tmp_path / "r.jsonl")
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [(d["row_id"], d["field"], d["action"]) for d in lines] == [
-        ("q1", "bbox", "rejected"), ("q2", "problem", "rejected"), ("q3", "image", "rejected")]
+        ("q1", "bbox", "rejected"),
+        ("q2", "problem", "rejected"),
+        ("q3", "image", "rejected"),
+    ]
     data = rows_to_dataset(kept, "rl")
     assert data[1]["image"].size == (40, 20) and math.isclose(data[1]["bbox"][0][2], 0.5)
 
