@@ -293,7 +293,8 @@ def _evaluate_checkpoint(args: EvalArguments, model_args: ModelConfig, rows) -> 
 def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:
     """Evaluate the checkpoint (and the one to compare with); write metrics.json and report.html; return the report."""
     torch.manual_seed(args.seed)
-    rows, _ = load_rows(args)
+    rows, validation = load_rows(args)
+    left_out = [{"row_id": issue.row_id, "field": issue.field, "reason": issue.reason} for issue in validation.rejected]
     other = other_dir = None
     if args.compare_model_name_or_path:
         other_dir = Path(args.output_dir) / "compare"
@@ -306,6 +307,7 @@ def run_eval(args: EvalArguments, model_args: ModelConfig) -> Path:
         other_dir = Path(args.compare_to).parent
         other = json.loads(Path(args.compare_to).read_text())
     metrics = _evaluate_checkpoint(args, model_args, rows)
+    metrics["left_out"] = left_out  # bad input rows skipped with --on_bad_row skip, with their reasons
     _, report = write_outputs(metrics, args.output_dir, other, other_dir)
     logger.info("wrote %s", report)
     return report

@@ -253,6 +253,19 @@ def _method_pointing_table(pointing: Mapping[str, Any] | None) -> str:
     )
 
 
+def _left_out(left_out: Sequence[Mapping[str, Any]] | None) -> str:
+    if not left_out:
+        return ""
+    ids = sorted({entry["row_id"] for entry in left_out})
+    items = "".join(
+        f"<li>{html.escape(e['row_id'])}, {html.escape(e['field'])}: {html.escape(e['reason'])}</li>" for e in left_out
+    )
+    return (
+        f"<p><b>{len(ids)} input rows left out</b> as bad input (--on_bad_row skip); none of the numbers below "
+        f"counts them:</p><ul>{items}</ul>"
+    )
+
+
 def _sanity_section(sanity: Mapping[str, Any] | None) -> str:
     if not sanity:
         return "<p>Not computed (no row with a saliency map, or --sanity_samples 0).</p>"
@@ -351,6 +364,7 @@ def render_report(
     parts = [
         f"<h1>Evaluation of {html.escape(metrics['model'])}</h1>",
         f"<p>{html.escape(metrics['dataset'])}: {summary['n']} rows. {html.escape(settings)}</p>",
+        _left_out(metrics.get("left_out")),
         ""
         if other is None
         else f"<p>Compared with <b>{html.escape(other['model'])}</b> ({html.escape(other['dataset'])}).</p>",

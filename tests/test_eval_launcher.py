@@ -155,3 +155,30 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
     assert all(row["no_map_reason"] for row in metrics["rows"])
     report = (second / "report.html").read_text()
     assert f"Compared with <b>{assets['adapter']}</b>" in report and "other run: flow" in report
+
+
+def test_rows_left_out_as_bad_input_are_listed_in_the_metrics_and_the_report(assets, tmp_path):
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    from evaluation import run_eval
+
+    split = load_from_disk(str(assets["data"]))["eval"]
+    rows = split.to_list()
+    rows[1]["bbox"] = [[0.5, 0.5, 0.2, 0.8]]  # swapped corners
+    DatasetDict({"eval": Dataset.from_list(rows, features=split.features)}).save_to_disk(str(tmp_path / "data"))
+    args = EvalArguments(
+        dataset_name=str(tmp_path / "data"),
+        on_bad_row="skip",
+        completions_file=str(assets["completions"]),
+        output_dir=str(tmp_path / "eval"),
+        faithfulness_samples=0,
+        sanity_samples=0,
+        report_samples=0,
+        bootstrap_samples=10,
+    )
+    report = run_eval(args, ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32"))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["summary"]["n"] == len(rows) - 1
+    (entry,) = metrics["left_out"]
+    assert entry["row_id"] == rows[1]["question_id"] and entry["field"] == "bbox"
+    assert "1 input rows left out" in report.read_text() and rows[1]["question_id"] in report.read_text()
