@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import set_seed
 from trl import ModelConfig
 
+from data_tools.lengths import conversation_lengths, drop_too_long
 from rewards import get_reward_funcs
 from vlm import load_model_and_processor, resolve_resume_checkpoint
 
@@ -35,6 +36,18 @@ def run_grpo(script_args: GRPOScriptArguments, training_args: SaliencyGRPOConfig
         min_pixels=script_args.min_pixels,
         max_pixels=script_args.max_pixels,
     )
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if context is not None:
+        # Nothing in TRL's GRPO limits the prompt; one that leaves no room for the completion fails mid-run.
+        train_dataset = drop_too_long(
+            train_dataset,
+            conversation_lengths(processor, train_dataset, "prompt", add_generation_prompt=True),
+            context - training_args.max_completion_length,
+            what=f"prompt (image tokens included) that leaves under --max_completion_length tokens of the model's "
+            f"{context}-token context",
+            flag="the model's max_position_embeddings minus --max_completion_length",
+            on_bad_row=script_args.on_bad_row,
+        )
     trainer = SaliencyGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

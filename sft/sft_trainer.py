@@ -9,6 +9,7 @@ from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from data_tools import MissingSplitError, load_source
+from data_tools.lengths import conversation_lengths, drop_too_long
 from evaluation import HeldOutAnswersCallback
 from vlm import ExactResumeMixin, load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
@@ -41,6 +42,18 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
         min_pixels=script_args.min_pixels,
         max_pixels=script_args.max_pixels,
     )
+
+    if training_args.max_length is not None:
+        # TRL's collator would cut a longer row inside its batch: the target lost, a loss of 0, no error.
+        lengths = conversation_lengths(processor, train_dataset, "messages")
+        train_dataset = drop_too_long(
+            train_dataset,
+            lengths,
+            training_args.max_length,
+            what="conversation (prompt, image tokens and target)",
+            flag="--max_length",
+            on_bad_row=script_args.on_bad_row,
+        )
 
     trainer = VLMSFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor)
     # TRL divides the summed token loss by `num_items_in_batch` (the label tokens of every process and accumulation

@@ -222,3 +222,21 @@ def test_a_killed_run_resumes_the_same_trajectory(tiny_model_dir, synthetic_data
         assert got.keys() == expected.keys() == set(range(1, 7)), key
         assert [got[s] for s in after] == pytest.approx([expected[s] for s in after], rel=1e-5, abs=1e-6), key
     assert_same_weights(out, reference, atol=1e-6)
+
+
+def test_prompts_that_leave_no_room_for_the_completion_are_named_before_training(
+    tiny_model_dir, synthetic_data_dir, tmp_path
+):
+    from trl import TrlParser
+
+    from rl import run_grpo
+
+    context = 16384  # the tiny model's max_position_embeddings
+    argv = [
+        "--config", str(REPO / "configs/grpo/tiny_cpu.yaml"), "--model_name_or_path", str(tiny_model_dir),
+        "--dataset_name", str(synthetic_data_dir), "--output_dir", str(tmp_path), "--report_to", "none",
+        "--max_steps", "1", "--max_completion_length", str(context - 50),
+    ]  # fmt: skip
+    parsed = TrlParser((GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig)).parse_args_and_config(argv)
+    with pytest.raises(ValueError, match=r"16 of 16 rows have a prompt .* longer than 50 tokens"):
+        run_grpo(*parsed)

@@ -343,3 +343,25 @@ def test_held_out_answers_need_an_existing_split(tiny_model_dir, synthetic_data_
 def test_numeric_flags_are_validated_by_name(flag, tiny_model_dir, synthetic_data_dir, tmp_path):
     with pytest.raises(ValueError, match=flag):
         parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "x", flag, "-1"))
+
+
+def test_rows_longer_than_max_length_are_named_before_training_or_left_out(
+    tiny_model_dir, synthetic_data_dir, tmp_path
+):
+    from data_tools.lengths import conversation_lengths
+
+    rows = load_sft_dataset(str(synthetic_data_dir), split="sft")
+    lengths = conversation_lengths(load_processor(str(tiny_model_dir)), rows, "messages")
+    limit = sorted(lengths)[len(lengths) // 2]  # about half of the rows are longer
+    longer = sum(n > limit for n in lengths)
+    assert 0 < longer < len(lengths)
+    flags = ("--max_steps", "1", "--max_length", str(limit))
+    with pytest.raises(
+        ValueError, match=rf"{longer} of {len(rows)} rows .* longer than {limit} tokens \(--max_length\)"
+    ):
+        run_sft(*parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "error", *flags)))
+    assert not (tmp_path / "error" / "model.safetensors").exists()
+    out = run_sft(
+        *parse(tiny_args(tiny_model_dir, synthetic_data_dir, tmp_path / "skip", *flags, "--on_bad_row", "skip"))
+    )
+    assert (out / "model.safetensors").exists()
