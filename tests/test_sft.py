@@ -249,15 +249,26 @@ def test_bad_rows_stop_before_training_and_name_the_row(tiny_model_dir, tmp_path
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+QLORA_RESUME_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="QLoRA: two uninterrupted runs agree bitwise and the adapter at the checkpoint is equal, but the resumed "
+    "run drifts (loss by ~1e-4 relative, adapter by ~1e-3 after 6 steps); cause not found yet",
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
-def test_a_killed_run_resumes_the_same_trajectory(use_peft, tiny_model_dir, synthetic_data_dir, tmp_path):
+@pytest.mark.parametrize("tuning", ["full", "lora", pytest.param("qlora", marks=QLORA_RESUME_GAP)])
+def test_a_killed_run_resumes_the_same_trajectory(tuning, tiny_model_dir, synthetic_data_dir, tmp_path):
     """Killed (SIGKILL) after a checkpoint and resumed, a run logs the same losses and ends with the same weights
     as one that was never interrupted. Qwen2.5-VL saves its weights under other names than its modules carry."""
 
     def command(out: Path) -> list[str]:
         flags = ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "2", "--seed", "3"]
-        peft = ["--use_peft", "true", "--lora_target_modules", "all-linear"] if use_peft else []
+        peft = {
+            "full": [],
+            "lora": ["--use_peft", "true", "--lora_target_modules", "all-linear"],
+            "qlora": ["--use_peft", "true", "--lora_target_modules", "all-linear", "--load_in_4bit", "true"],
+        }[tuning]
         argv = tiny_args(tiny_model_dir, synthetic_data_dir, out, *flags, *peft)
         return [sys.executable, str(REPO / "launch" / "sft.py"), *argv, "--resume_from_checkpoint", "true"]
 
@@ -271,7 +282,8 @@ def test_a_killed_run_resumes_the_same_trajectory(use_peft, tiny_model_dir, synt
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, got = logged(reference / "trainer_state.json", "loss"), logged(out / "trainer_state.json", "loss")
     assert got.keys() == expected.keys() == set(range(1, 9))
-    assert [got[s] for s in range(killed_at + 1, 9)] == pytest.approx([expected[s] for s in range(killed_at + 1, 9)])
+    after = range(killed_at + 1, 9)
+    assert [got[s] for s in after] == pytest.approx([expected[s] for s in after], rel=1e-6)
     assert_same_weights(out, reference, atol=1e-6)
 
 
