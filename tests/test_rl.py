@@ -169,9 +169,11 @@ def test_the_reward_reads_the_maps_of_the_chosen_layers(tiny_model_dir, syntheti
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_the_same_trajectory(tiny_model_dir, synthetic_data_dir, tmp_path):
-    """Killed (SIGKILL) after a checkpoint and resumed, a full fine-tune logs the same losses and rewards and ends
-    with the same weights as a run that was never interrupted (sampling included: the RNG state is restored)."""
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_a_killed_run_resumes_the_same_trajectory(tuning, tiny_model_dir, synthetic_data_dir, tmp_path):
+    """Killed (SIGKILL) after a checkpoint and resumed, a run logs the same losses and rewards and ends with the
+    same weights as a run that was never interrupted (sampling included: the RNG state is restored)."""
+    peft = ["--use_peft", "true", "--lora_target_modules", "all-linear"] if tuning == "lora" else []
 
     def command(out: Path) -> list[str]:
         return [
@@ -205,6 +207,7 @@ def test_a_killed_run_resumes_the_same_trajectory(tiny_model_dir, synthetic_data
             "none",
             "--resume_from_checkpoint",
             "true",
+            *peft,
         ]
 
     reference = tmp_path / "reference"
