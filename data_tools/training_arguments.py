@@ -73,6 +73,11 @@ class TrainingDataArguments:
             max_image_side=self.max_image_side,
             report_path=Path(output_dir) / "rejected_rows.jsonl",
         )
+        if not len(rows):
+            raise ValueError(
+                f"--dataset_name {self.dataset_name!r} split {self.dataset_train_split!r}: no row left to train on "
+                f"(see {Path(output_dir) / 'rejected_rows.jsonl'})"
+            )
         if self.max_train_samples is not None:
             rows = rows.select(range(min(self.max_train_samples, len(rows))))
         return rows

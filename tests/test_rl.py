@@ -243,3 +243,17 @@ def test_prompts_that_leave_no_room_for_the_completion_are_named_before_training
     parsed = TrlParser((GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig)).parse_args_and_config(argv)
     with pytest.raises(ValueError, match=r"16 of 16 rows have a prompt .* longer than 50 tokens"):
         run_grpo(*parsed)
+
+
+def test_a_skip_run_that_keeps_no_row_stops_before_training(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from rl import load_grpo_dataset
+
+    bad = {"image": [None], "problem": ["?"], "solution": ["a"], "bbox": [[[0.5, 0.5, 0.2, 0.8]]]}
+    DatasetDict({"rl": Dataset.from_dict({**bad, "dataset": ["toy"], "question_id": ["q0"]})}).save_to_disk(
+        str(tmp_path / "data")
+    )
+    args = GRPOScriptArguments(dataset_name=str(tmp_path / "data"), on_bad_row="skip")
+    with pytest.raises(ValueError, match="no row left to train on"):
+        args.load_train_rows(load_grpo_dataset, tmp_path / "out")
