@@ -70,7 +70,9 @@ def _cell(mean: float | None, std: float | None) -> str:
 def table(start: dict[str, float | None], runs: dict[str, list[dict[str, float | None]]]) -> str:
     names = list(start)
     lines = ["| model | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    lines.append("| SFT start | - | " + " | ".join("n/a" if start[n] is None else f"{start[n]:.3f}" for n in names) + " |")
+    lines.append(
+        "| SFT start | - | " + " | ".join("n/a" if start[n] is None else f"{start[n]:.3f}" for n in names) + " |"
+    )
     for arm, numbers in runs.items():
         cells = [_cell(*spread([r[n] for r in numbers])) for n in names]
         lines.append(f"| GRPO {arm} | {len(numbers)} | " + " | ".join(cells) + " |")
@@ -108,9 +110,21 @@ def main(argv: list[str] | None = None) -> None:
 
     def evaluate(model: Path, out: Path) -> dict[str, float | None]:
         command = [
-            python, "launch/eval.py", "--config", str(args.eval_config), "--model_name_or_path", str(model),
-            "--dataset_name", str(args.dataset_name), "--output_dir", str(out),
-            "--max_samples", str(args.max_samples), "--faithfulness_samples", "0", *layers,
+            python,
+            "launch/eval.py",
+            "--config",
+            str(args.eval_config),
+            "--model_name_or_path",
+            str(model),
+            "--dataset_name",
+            str(args.dataset_name),
+            "--output_dir",
+            str(out),
+            "--max_samples",
+            str(args.max_samples),
+            "--faithfulness_samples",
+            "0",
+            *layers,
         ]
         run(f"evaluate {model}", command, out / "metrics.json", force=False)
         return summary_numbers(out / "metrics.json")
@@ -125,18 +139,40 @@ def main(argv: list[str] | None = None) -> None:
                          str(weight)]  # fmt: skip
             out = root / f"{arm}-seed{seed}"
             command = [
-                python, "launch/grpo.py", "--config", str(args.grpo_config), "--model_name_or_path",
-                str(args.sft_model), "--dataset_name", str(args.dataset_name), "--output_dir", str(out),
-                "--seed", str(seed), "--resume_from_checkpoint", "true", "--report_to", "none", *flags, *layers, *extra,
+                python,
+                "launch/grpo.py",
+                "--config",
+                str(args.grpo_config),
+                "--model_name_or_path",
+                str(args.sft_model),
+                "--dataset_name",
+                str(args.dataset_name),
+                "--output_dir",
+                str(out),
+                "--seed",
+                str(seed),
+                "--resume_from_checkpoint",
+                "true",
+                "--report_to",
+                "none",
+                *flags,
+                *layers,
+                *extra,
             ]
             run(f"GRPO {arm} seed {seed}", command, out / "processor_config.json", force=False)
             runs[arm].append(evaluate(out, root / f"eval-{arm}-seed{seed}"))
 
-    result = {"seeds": args.seeds, "grpo_config": str(args.grpo_config), "saliency_weight": args.saliency_weight,
-              "saliency_reward": args.saliency_reward,
-              "saliency_layers": args.saliency_layers,
-              "extra_flags": extra, "sft_start": start,
-              "runs": runs, "table": table(start, runs)}
+    result = {
+        "seeds": args.seeds,
+        "grpo_config": str(args.grpo_config),
+        "saliency_weight": args.saliency_weight,
+        "saliency_reward": args.saliency_reward,
+        "saliency_layers": args.saliency_layers,
+        "extra_flags": extra,
+        "sft_start": start,
+        "runs": runs,
+        "table": table(start, runs),
+    }
     (root / "proof.json").write_text(json.dumps(result, indent=2))
     print(result["table"])
 

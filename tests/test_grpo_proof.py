@@ -47,10 +47,33 @@ def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, sy
     out = tmp_path / "proof"
     grpo_proof.main(
         [
-            "--sft_model", str(tiny_model_dir), "--dataset_name", str(synthetic_data_dir), "--seeds", "0",
-            "--max_samples", "4", "--output_dir", str(out), "--saliency_weight", "2", "--saliency_layers", "0",
-            "--", "--max_steps", "1", "--max_train_samples", "2", "--per_device_train_batch_size", "4",
-            "--num_generations", "4", "--max_completion_length", "8", "--save_strategy", "no",
+            "--sft_model",
+            str(tiny_model_dir),
+            "--dataset_name",
+            str(synthetic_data_dir),
+            "--seeds",
+            "0",
+            "--max_samples",
+            "4",
+            "--output_dir",
+            str(out),
+            "--saliency_weight",
+            "2",
+            "--saliency_layers",
+            "0",
+            "--",
+            "--max_steps",
+            "1",
+            "--max_train_samples",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--num_generations",
+            "4",
+            "--max_completion_length",
+            "8",
+            "--save_strategy",
+            "no",
         ]
     )
     result = json.loads((out / "proof.json").read_text())
