@@ -238,6 +238,9 @@ def caption_text(objects: Sequence[ShapeObject], config: SyntheticConfig) -> str
 
 
 PERCEPTION_TASKS: tuple[str, ...] = ("caption", "point", "read", "answer")
+# The second pre-training stage of the tiny base: pointing and reading on full scenes, one group of rows in four
+# still drawn as the perception split so that captions and the scenes' own questions are kept.
+GROUNDING_TASKS: tuple[str, ...] = ("perception", "point", "read", "point")
 
 
 def point_texts(shape: str, color: str, where: str) -> tuple[str, str]:
@@ -278,6 +281,26 @@ def perception_texts(example: SyntheticExample, task: str, config: SyntheticConf
     elif task != "caption":
         raise ValueError(f"unknown perception task {task!r}; known: {PERCEPTION_TASKS}")
     return CAPTION_PROMPT, caption_text(objects, config)
+
+
+def short_answer_task(index: int, kind: str) -> tuple[str, bool]:
+    """(task, asked on a :func:`sub_scene`) of row ``index`` of a ``perception`` or ``grounding`` split.
+
+    Tasks change every ``len(QUESTION_TYPES)`` rows, so each task meets every question type's scenes. ``perception``
+    cycles :data:`PERCEPTION_TASKS`, captions, pointing and reading on sub-scenes; ``grounding`` cycles
+    :data:`GROUNDING_TASKS`, pointing and reading on full scenes (3 to 5 shapes, like the scenes' questions), its
+    ``perception`` groups cycling :data:`PERCEPTION_TASKS` in turn.
+    """
+    group = index // len(QUESTION_TYPES)
+    if kind == "grounding":
+        task = GROUNDING_TASKS[group % len(GROUNDING_TASKS)]
+        if task != "perception":
+            return task, False
+        group //= len(GROUNDING_TASKS)
+    elif kind != "perception":
+        raise ValueError(f"kind must be 'perception' or 'grounding', got {kind!r}")
+    task = PERCEPTION_TASKS[group % len(PERCEPTION_TASKS)]
+    return task, task != "answer"
 
 
 def sub_scene(example: SyntheticExample, config: SyntheticConfig) -> SyntheticExample:
@@ -495,12 +518,14 @@ def generate_split(
     ``synthetic_shapes/caption``. ``perception``: the ``sft`` columns, one short-answer task per row without
     reasoning or system prompt, the tasks of :data:`PERCEPTION_TASKS` in turn (:func:`perception_texts`), captions,
     pointing and reading on a random part of the scene (:func:`sub_scene`); ``dataset``
-    is ``synthetic_shapes/perception/<task>``. Captions and perception rows are the pre-training of the tiny base
-    model (``vlm/tiny_base/``), which stands in for a pretrained VLM.
+    is ``synthetic_shapes/perception/<task>``. ``grounding``: as ``perception`` with pointing and reading mostly on
+    full scenes (:func:`short_answer_task`), ``dataset`` ``synthetic_shapes/grounding/<task>``. Captions, perception
+    and grounding rows are the pre-training of the tiny base model (``vlm/tiny_base/``), which stands in for a
+    pretrained VLM.
     """
     kind = kind or split
-    if kind not in ("sft", "rl", "eval", "caption", "perception"):
-        raise ValueError(f"kind must be 'sft', 'rl', 'eval', 'caption' or 'perception', got {kind!r}")
+    if kind not in ("sft", "rl", "eval", "caption", "perception", "grounding"):
+        raise ValueError(f"kind must be 'sft', 'rl', 'eval', 'caption', 'perception' or 'grounding', got {kind!r}")
     columns: dict[str, list] = {}
     for index in tqdm(range(num_rows), desc=f"synthetic {split}", disable=num_rows < 500):
         ex = make_example(seed, split, index, config)
@@ -509,16 +534,18 @@ def generate_split(
         elif kind == "caption":
             messages = caption_messages(caption_text(ex.objects, config or SyntheticConfig()))
             row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/caption"}
-        elif kind == "perception":
-            task = PERCEPTION_TASKS[(index // len(QUESTION_TYPES)) % len(PERCEPTION_TASKS)]
-            if task != "answer":
+        elif kind in ("perception", "grounding"):
+            task, on_sub_scene = short_answer_task(index, kind)
+            if on_sub_scene:
                 ex = sub_scene(ex, config or SyntheticConfig())
             question, answer = perception_texts(ex, task, config or SyntheticConfig())
+            if question == CAPTION_PROMPT:  # no object or cell to ask about: the row is labelled as what it is
+                task = "caption"
             messages = [
                 {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
                 {"role": "assistant", "content": [{"type": "text", "text": answer}]},
             ]
-            row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/perception/{task}"}
+            row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/{kind}/{task}"}
         else:
             row = {"image": _png(ex.image), "problem": ex.problem, "solution": ex.solution, "bbox": ex.bbox}
             if kind == "eval":
@@ -540,9 +567,10 @@ def generate_synthetic(
     config: SyntheticConfig | None = None,
     num_caption: int = 0,
     num_perception: int = 0,
+    num_grounding: int = 0,
 ) -> DatasetDict:
-    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` splits when
-    ``num_caption`` / ``num_perception`` > 0 (see :func:`generate_split` for the columns)."""
+    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding``
+    splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` > 0 (see :func:`generate_split`)."""
     splits = {
         "sft": generate_split("sft", num_sft, seed, config),
         "rl": generate_split("rl", num_rl, seed, config),
@@ -552,6 +580,8 @@ def generate_synthetic(
         splits["caption"] = generate_split("caption", num_caption, seed, config)
     if num_perception:
         splits["perception"] = generate_split("perception", num_perception, seed, config)
+    if num_grounding:
+        splits["grounding"] = generate_split("grounding", num_grounding, seed, config)
     return DatasetDict(splits)
 
 
@@ -575,16 +605,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Rows in the perception split (pre-training of the tiny base: captions, pointing, reading, short "
         "answers); 0: none.",
     )
+    parser.add_argument(
+        "--num_grounding",
+        type=int,
+        default=0,
+        help="Rows in the grounding split (second pre-training stage of the tiny base: pointing and reading on "
+        "full scenes, a quarter perception rows); 0: none.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
-    for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception"):
+    for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     start = time.perf_counter()
     config = SyntheticConfig(width=args.image_size, height=args.image_size)
     data = generate_synthetic(
-        args.num_sft, args.num_rl, args.num_eval, args.seed, config, args.num_caption, args.num_perception
+        args.num_sft,
+        args.num_rl,
+        args.num_eval,
+        args.seed,
+        config,
+        args.num_caption,
+        args.num_perception,
+        args.num_grounding,
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})

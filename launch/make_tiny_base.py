@@ -1,7 +1,8 @@
 """Remake the grounded tiny base model shipped in `vlm/tiny_base/`: build, pre-train, evaluate, write the model card.
 
     python launch/make_tiny_base.py                                   # the shipped recipe (about an hour on 2 cores)
-    python launch/make_tiny_base.py --output_dir my-base --max_steps 50 --num_perception 800   # a quick try
+    python launch/make_tiny_base.py --output_dir my-base --max_steps 50 --grounding_max_steps 20 \
+        --num_perception 800 --num_grounding 320                       # a quick try
 
 The base stands in for a pretrained VLM (the quick start starts its cold start from it, as users start from
 Qwen2.5-VL). Steps, each a command a user could type and each seeded:
@@ -11,8 +12,10 @@ Qwen2.5-VL). Steps, each a command a user could type and each seeded:
 2. `python -m data_tools.synthetic --num_perception N` (its own data seed, disjoint from the quick start's data);
 3. `launch/sft.py --config configs/sft/tiny_base.yaml` (short answers: captions, pointing, reading, the scenes'
    questions; no reasoning, no system prompt);
-4. short-answer accuracy on held-out scenes (`evaluation.perception`), and the folder written with its model
-   card: command, commit, seeds, held-out numbers, size and sha256 of the weights.
+4. `python -m data_tools.synthetic --num_grounding N` and `launch/sft.py --config configs/sft/tiny_base_grounding.yaml`
+   from step 3's weights: pointing and reading on full scenes (the first stage leaves pointing weak);
+5. short-answer accuracy on held-out scenes (`evaluation.perception`) after each stage, and the folder written with
+   its model card: command, commit, seeds, held-out numbers, size and sha256 of the weights.
 
 Rerunning skips finished steps (the pre-training resumes from its last checkpoint); `--force` starts over.
 """
@@ -87,13 +90,20 @@ def evaluate_base(model_dir: Path, num_rows: int, seed: int) -> dict:
     return evaluate_short_answers(model, processor, perception_rows(num_rows, seed=seed))
 
 
-def train_minutes(trained: Path) -> float:
-    """Minutes the pre-training run took (the Trainer's own ``train_runtime``, summed over resumed runs)."""
-    history = json.loads((trained / "trainer_state.json").read_text())["log_history"]
-    return sum(entry["train_runtime"] for entry in history if "train_runtime" in entry) / 60
+def stage_record(run_dir: Path) -> str:
+    """Where and how long a pre-training stage ran: its start commit and the Trainer's own ``train_runtime`` summed
+    over resumes, each "not recorded" when the run folder lacks it (a stage copied in from an earlier make)."""
+    commit_file = run_dir.with_name(f"{run_dir.name}_commit.txt")
+    commit = f"commit `{commit_file.read_text().strip()}`" if commit_file.exists() else "commit not recorded"
+    state = run_dir / "trainer_state.json"
+    if not state.exists():
+        return f"{commit}, training time not recorded"
+    history = json.loads(state.read_text())["log_history"]
+    minutes = sum(entry["train_runtime"] for entry in history if "train_runtime" in entry) / 60
+    return f"{commit}, {minutes:.0f} min of training time"
 
 
-def model_card(args: argparse.Namespace, command: str, results: dict, weights: Path, minutes: float) -> str:
+def model_card(args: argparse.Namespace, command: str, results: dict, weights: Path, stages: dict[str, str]) -> str:
     """The README.md of the base folder: what it is, how it was made, how well it reads held-out scenes."""
     arch = ", ".join(f"{k}={v}" for k, v in ARCHITECTURE.items())
     params = results["parameters"]
@@ -102,6 +112,7 @@ def model_card(args: argparse.Namespace, command: str, results: dict, weights: P
         for task, v in results["per_task"].items()
     )
     acc = results["accuracy"]
+    first = results["first_stage"]["per_task"]
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -121,16 +132,19 @@ position embedding, then the 2 x 2 patch merger, so each of the 6 x 6 image toke
 28 x 28 pixels and a map over image tokens is a map over image regions. Why this one: BENCHMARKS.md, "The grounded
 tiny base model".
 
-**Made by** (at commit `{args.commit}`; pre-training took {minutes:.0f} min of training time):
+**Made by** (first stage at {stages["first"]}; second stage at {stages["second"]}):
 
 ```
 {command}
 ```
 
-Data: `python -m data_tools.synthetic --seed {args.data_seed} --num_perception {args.num_perception}` (split
-`perception`: captions, "Where is the red circle?", "What is at the top left?", the scenes' own questions; short
-answers, no system prompt). Weights init seed {args.seed}; training seed {args.training_seed}; recipe
-`configs/sft/tiny_base.yaml` ({args.max_steps} steps).
+Two stages, short answers, no system prompt. First `configs/sft/tiny_base.yaml` ({args.max_steps} steps) on
+`python -m data_tools.synthetic --seed {args.data_seed} --num_perception {args.num_perception}` (split `perception`:
+captions, "Where is the red circle?", "What is at the top left?" on random parts of scenes, the scenes' own
+questions); it left pointing at {first["point"]["mean"]:.3f} and reading at {first["read"]["mean"]:.3f}. Then
+`configs/sft/tiny_base_grounding.yaml` ({args.grounding_max_steps} steps) on `python -m data_tools.synthetic --seed
+{args.data_seed} --num_grounding {args.num_grounding}` (split `grounding`: pointing and reading on full scenes, a
+quarter perception rows). Weights init seed {args.seed}; training seed {args.training_seed}.
 
 **Held-out short answers** ({args.eval_rows} scenes of the `eval` split of data seed {args.data_seed}, never
 trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions **{acc["mean"]:.3f}**
@@ -150,18 +164,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=REPO / "vlm" / "tiny_base", help="Where the base goes.")
     parser.add_argument("--work_dir", type=Path, default=Path("outputs/tiny-base-work"), help="Scratch folder.")
-    parser.add_argument("--config", type=Path, default=Path("configs/sft/tiny_base.yaml"), help="Training recipe.")
+    parser.add_argument("--config", type=Path, default=Path("configs/sft/tiny_base.yaml"), help="First stage.")
+    parser.add_argument(
+        "--grounding_config", type=Path, default=Path("configs/sft/tiny_base_grounding.yaml"), help="Second stage."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the initial weights.")
     parser.add_argument("--training_seed", type=int, default=42, help="Seed of the training run (data order).")
     parser.add_argument("--data_seed", type=int, default=1, help="Seed of the pre-training and held-out scenes.")
-    parser.add_argument("--num_perception", type=int, default=80000, help="Pre-training rows.")
-    parser.add_argument("--max_steps", type=int, default=None, help="Override the recipe's max_steps.")
+    parser.add_argument("--num_perception", type=int, default=80000, help="Rows of the first stage.")
+    parser.add_argument("--num_grounding", type=int, default=64000, help="Rows of the second stage.")
+    parser.add_argument("--max_steps", type=int, default=None, help="Override the first stage's max_steps.")
+    parser.add_argument("--grounding_max_steps", type=int, default=None, help="Override the second stage's max_steps.")
     parser.add_argument("--eval_rows", type=int, default=200, help="Held-out scenes the base is scored on.")
     parser.add_argument("--force", action="store_true", help="Rerun steps whose output already exists.")
     args = parser.parse_args(argv)
 
     work, python = args.work_dir, sys.executable
     init, data, trained = work / "init", work / "data", work / "trained"
+    grounding_data, grounded = work / "grounding-data", work / "grounded"
     run(
         "build the initial model",
         [python, "-m", "vlm.build_tiny", "--output_dir", str(init), "--seed", str(args.seed)]
@@ -177,37 +197,53 @@ def main(argv: list[str] | None = None) -> None:
         data / "dataset_dict.json",
         args.force,
     )
-    steps = ["--max_steps", str(args.max_steps)] if args.max_steps else []
-    commit_file = work / "recipe_commit.txt"  # the commit the pre-training started at, kept across resumes
-    if args.force or not ((trained / "processor_config.json").exists() or commit_file.exists()):
-        commit_file.write_text(git_commit() + "\n")
+
+    def pretrain(stage: str, config: Path, start: Path, rows: Path, out_dir: Path, max_steps: int | None) -> None:
+        commit_file = out_dir.with_name(f"{out_dir.name}_commit.txt")  # where the stage started, kept on resume
+        if args.force or not ((out_dir / "processor_config.json").exists() or commit_file.exists()):
+            commit_file.parent.mkdir(parents=True, exist_ok=True)
+            commit_file.write_text(git_commit() + "\n")
+        run(
+            f"pre-training, {stage} stage",
+            [python, "launch/sft.py", "--config", str(config), "--model_name_or_path", str(start)]
+            + ["--dataset_name", str(rows), "--output_dir", str(out_dir), "--seed", str(args.training_seed)]
+            + ["--resume_from_checkpoint", "true", "--report_to", "none"]
+            + (["--max_steps", str(max_steps)] if max_steps else []),
+            out_dir / "processor_config.json",
+            args.force,
+        )
+
+    pretrain("first", args.config, init, data, trained, args.max_steps)
     run(
-        "pre-training",
-        [python, "launch/sft.py", "--config", str(args.config), "--model_name_or_path", str(init)]
-        + ["--dataset_name", str(data), "--output_dir", str(trained), "--seed", str(args.training_seed)]
-        + ["--resume_from_checkpoint", "true", "--report_to", "none", *steps],
-        trained / "processor_config.json",
+        "generate the grounding data",
+        [python, "-m", "data_tools.synthetic", "--output_dir", str(grounding_data), "--seed", str(args.data_seed)]
+        + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_grounding", str(args.num_grounding)],
+        grounding_data / "dataset_dict.json",
         args.force,
     )
-    if args.max_steps is None:
-        import yaml
+    pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)
+    import yaml
 
-        args.max_steps = yaml.safe_load(args.config.read_text())["max_steps"]
-    print("[make_tiny_base] evaluating the base on held-out scenes", flush=True)
-    results = evaluate_base(trained, args.eval_rows, args.data_seed)
+    args.max_steps = args.max_steps or yaml.safe_load(args.config.read_text())["max_steps"]
+    args.grounding_max_steps = (
+        args.grounding_max_steps or yaml.safe_load(args.grounding_config.read_text())["max_steps"]
+    )
+    print("[make_tiny_base] evaluating both stages on held-out scenes", flush=True)
+    results = evaluate_base(grounded, args.eval_rows, args.data_seed)
+    results["first_stage"] = evaluate_base(trained, args.eval_rows, args.data_seed)
     from safetensors import safe_open
 
-    with safe_open(str(trained / "model.safetensors"), "pt") as weights:
+    with safe_open(str(grounded / "model.safetensors"), "pt") as weights:
         results["parameters"] = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())  # noqa: SIM118 (safe_open is no dict)
 
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     for name in BASE_FILES:
-        shutil.copy2(trained / name, out / name)
-    args.commit = commit_file.read_text().strip()
+        shutil.copy2(grounded / name, out / name)
     command = shlex.join(["python", "launch/make_tiny_base.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "perception_eval.json").write_text(json.dumps(results, indent=1) + "\n")
-    card = model_card(args, command, results, out / "model.safetensors", train_minutes(trained))
+    stages = {"first": stage_record(trained), "second": stage_record(grounded)}
+    card = model_card(args, command, results, out / "model.safetensors", stages)
     (out / "README.md").write_text(card)
     print(f"[make_tiny_base] wrote {out}: held-out accuracy {results['accuracy']['mean']:.3f}", flush=True)
 

@@ -11,6 +11,7 @@ from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_sy
 from data_tools.synthetic import (
     COLORS,
     PERCEPTION_TASKS,
+    QUESTION_TYPES,
     SHAPES,
     location_phrase,
     main,
@@ -192,20 +193,25 @@ def test_generated_rows_pass_validation_unchanged():
         assert [r["image"]["bytes"] for r in kept] == [r["image"]["bytes"] for r in rows]
 
 
-def test_perception_rows_are_right_about_their_scene_and_cycle_through_the_tasks():
-    data = generate_synthetic(0, 0, 0, seed=0, num_perception=64)["perception"]
+@pytest.mark.parametrize("kind", ["perception", "grounding"])
+def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tasks(kind):
+    data = generate_synthetic(0, 0, 0, seed=0, **{f"num_{kind}": 128})[kind]
     config = SyntheticConfig()
     tasks = [row["dataset"].split("/")[-1] for row in data]
-    assert set(tasks) <= set(PERCEPTION_TASKS) and {"caption", "point", "read", "answer"} <= set(tasks)
+    assert {row["dataset"].split("/")[1] for row in data} == {kind}
+    assert set(tasks) == set(PERCEPTION_TASKS)
+    on_full_scene = []
     for index, row in enumerate(data):
-        scene = make_example(0, "perception", index, config)
-        if tasks[index] != "answer":  # captions, pointing and reading see a part of the scene
+        scene = make_example(0, kind, index, config)
+        on_full_scene.append(row["images"][0].tobytes() == scene.image.tobytes())
+        if not on_full_scene[-1]:  # captions, pointing and reading may see a part of the scene
+            assert tasks[index] != "answer"
             part = sub_scene(scene, config)
             assert set(part.objects) <= set(scene.objects) and len(part.objects) >= 1
+            assert row["images"][0].tobytes() == part.image.tobytes()
             scene = part
         user, assistant = row["messages"]  # no system prompt: the chat template's default one
         question, answer = user["content"][1]["text"], assistant["content"][0]["text"]
-        assert row["images"][0].tobytes() == scene.image.tobytes()
         where = {o: location_phrase(*o.centre, config.width, config.height) for o in scene.objects}
         if tasks[index] == "point":
             color, shape = re.fullmatch(r"Where is the (\w+) (\w+)\?", question).groups()
@@ -219,6 +225,14 @@ def test_perception_rows_are_right_about_their_scene_and_cycle_through_the_tasks
             assert (question, answer) == (scene.problem, scene.solution)
         else:
             assert question == "Describe the image." and answer.startswith("There ")
+    answered = {make_example(0, kind, i, config).question_type for i, t in enumerate(tasks) if t == "answer"}
+    assert answered == set(QUESTION_TYPES)
+    full_points = sum(t == "point" and full for t, full in zip(tasks, on_full_scene)) / len(tasks)
+    full_reads = sum(t == "read" and full for t, full in zip(tasks, on_full_scene)) / len(tasks)
+    if kind == "grounding":  # half the rows ask for a place on a full scene, a quarter what is at one
+        assert full_points > 0.4 and full_reads > 0.2
+    else:
+        assert full_points < 0.15 and full_reads < 0.15
 
 
 def test_perception_texts_caption_the_scene_when_no_object_is_unique():

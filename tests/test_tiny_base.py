@@ -70,9 +70,12 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
 
     out = tmp_path / "base"
     flags = ["--output_dir", str(out), "--work_dir", str(tmp_path / "work"), "--num_perception", "32"]
-    main([*flags, "--max_steps", "2", "--eval_rows", "4"])
+    main([*flags, "--num_grounding", "32", "--max_steps", "2", "--grounding_max_steps", "2", "--eval_rows", "4"])
     card = (out / "README.md").read_text()
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
-    assert "--max_steps 2" in card
+    assert "--max_steps 2 --grounding_max_steps 2" in card
+    assert card.count("min of training time") == 2  # both stages ran here, each with its commit and time
+    first_stage = (tmp_path / "work" / "trained" / "model.safetensors").read_bytes()
+    assert first_stage != (out / "model.safetensors").read_bytes()  # the shipped weights are the second stage's
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(out), dtype="float32"))
     assert model.config.vision_config.depth == 0
