@@ -36,10 +36,12 @@ class SaliencyGRPOConfig(GRPOConfig, SaliencyMapArguments):
         },
     )
     log_saliency_metrics: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "Trace and log the pointing game and energy pointing game of every completion's flow map even "
-            "when no reward reads the maps (e.g. the format + accuracy control run). Off: no tracing in such runs."
+            "when no reward reads the maps (e.g. the format + accuracy control run of a comparison). Off (default): "
+            "a run without a saliency reward builds no tracer, so it also runs on model families the tracer does not "
+            "support."
         },
     )
 

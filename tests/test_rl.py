@@ -46,6 +46,7 @@ def make_trainer(
     rewards=("format", "accuracy", "saliency"),
     steps: int = 1,
     layers: list[int] | None = None,
+    log_maps: bool = False,
 ) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
     model, processor = load_model_and_processor(
         ModelConfig(model_name_or_path=str(model_dir), dtype="float32"), for_training=True
@@ -68,6 +69,7 @@ def make_trainer(
         seed=0,
         saliency_capture=capture,
         saliency_layers=layers,
+        log_saliency_metrics=log_maps,
         generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, steer)},
     )
     dataset = load_grpo_dataset(str(data_dir), split="rl").select(range(4))
@@ -123,12 +125,33 @@ def test_step_logs_the_saliency_metrics(tiny_model_dir, synthetic_data_dir, tmp_
     assert log["tokens_per_second"] > 0
 
 
-def test_control_run_without_the_saliency_reward_still_logs_the_maps(tiny_model_dir, synthetic_data_dir, tmp_path):
+def test_control_run_logs_the_maps_when_asked(tiny_model_dir, synthetic_data_dir, tmp_path):
     trainer, _ = train(
-        tiny_model_dir, synthetic_data_dir, tmp_path / "control", steer=REASONED, rewards=("format", "accuracy")
+        tiny_model_dir,
+        synthetic_data_dir,
+        tmp_path / "control",
+        steer=REASONED,
+        rewards=("format", "accuracy"),
+        log_maps=True,
     )
     log = next(entry for entry in trainer.state.log_history if "reward" in entry)
     assert "rewards/saliency_energy_pg/mean" not in log and "saliency/energy_pg" in log
+
+
+def test_control_run_builds_no_tracer_so_any_family_trains(tiny_model_dir, synthetic_data_dir, tmp_path, monkeypatch):
+    import saliency.adapters
+
+    monkeypatch.setattr(saliency.adapters, "ADAPTERS", ())  # the tracer now supports no family at all
+    rewards = ("format", "accuracy")
+    trainer, recorder = train(tiny_model_dir, synthetic_data_dir, tmp_path / "control", steer=REASONED, rewards=rewards)
+    assert trainer._tracer is None and "saliency_map" not in recorder.calls[0]
+    log = next(entry for entry in trainer.state.log_history if "reward" in entry)
+    assert log["rewards/format_reward/mean"] == 1.0 and "saliency/energy_pg" not in log
+    for log_maps, rewards in ((True, ("format", "accuracy")), (False, ("format", "saliency"))):
+        with pytest.raises(ValueError, match="no adapter for model_type 'qwen2_5_vl'"):  # named before training
+            make_trainer(
+                tiny_model_dir, synthetic_data_dir, tmp_path / "x", steer=REASONED, rewards=rewards, log_maps=log_maps
+            )
 
 
 def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):
