@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training_seed", type=int, default=42, help="Seed of the training run (data order).")
     parser.add_argument("--data_seed", type=int, default=1, help="Seed of the pre-training and held-out scenes.")
     parser.add_argument("--num_perception", type=int, default=80000, help="Rows of the first stage.")
-    parser.add_argument("--num_grounding", type=int, default=64000, help="Rows of the second stage.")
+    parser.add_argument("--num_grounding", type=int, default=40000, help="Rows of the second stage.")
     parser.add_argument("--max_steps", type=int, default=None, help="Override the first stage's max_steps.")
     parser.add_argument("--grounding_max_steps", type=int, default=None, help="Override the second stage's max_steps.")
     parser.add_argument("--eval_rows", type=int, default=200, help="Held-out scenes the base is scored on.")
