@@ -5,7 +5,7 @@ from .accuracy import accuracy_reward, answer_matches, choice_letter, normalize_
 from .boxes import Box, as_boxes, box_iou, box_mask, find_answer_box
 from .combine import DEFAULT_REWARD_WEIGHTS, REWARD_FUNCS, CombinedReward, RewardFunc, combine, get_reward_funcs
 from .format import format_reward
-from .grounding import iou_reward
+from .grounding import COORDINATE_FRAMES, FAMILY_COORDINATE_FRAMES, coordinate_frame_for, iou_reward, iou_reward_for
 from .judge import LLMJudge
 from .pointing import (
     PointingGameAccumulator,
@@ -21,7 +21,9 @@ from .saliency import SaliencyReward
 from .text import Reasoned, answer_text, completion_text, parse_reasoning, prompt_text
 
 __all__ = [
+    "COORDINATE_FRAMES",
     "DEFAULT_REWARD_WEIGHTS",
+    "FAMILY_COORDINATE_FRAMES",
     "REWARD_FUNCS",
     "Box",
     "CombinedReward",
@@ -43,11 +45,13 @@ __all__ = [
     "choice_letter",
     "combine",
     "completion_text",
+    "coordinate_frame_for",
     "energy_pointing_game",
     "find_answer_box",
     "format_reward",
     "get_reward_funcs",
     "iou_reward",
+    "iou_reward_for",
     "is_empty_map",
     "normalize_answer",
     "numbers_match",

@@ -105,7 +105,7 @@ def _to_box(coords: Sequence[float], scale_x: float, scale_y: float) -> Box:
 
 
 def find_answer_box(
-    text: str, image_size: tuple[int, int] | None = None, coordinate_range: float | None = None
+    text: str, image_size: tuple[int, int] | None = None, coordinate_range: float | tuple[float, float] | None = None
 ) -> Box | None:
     """The first box stated in `text`, normalised to [0, 1], or None when there is none that can be read.
 
@@ -116,10 +116,10 @@ def find_answer_box(
     3. Otherwise the earliest of `[x1, y1, x2, y2]` (also inside JSON such as `{"bbox_2d": [...]}`),
        `(x1, y1), (x2, y2)` and `(x1, y1, x2, y2)`.
 
-    Scale of notations 2 and 3: `coordinate_range` when given (e.g. 1000 for Qwen-style text whose special tokens
-    were stripped by decoding); otherwise normalised when all four numbers lie in [0, 1], else pixels, divided by
-    `image_size = (width, height)`; pixels with no known image size give None. Corners are put in order and the
-    box is clipped to the image.
+    Scale of notations 2 and 3: `coordinate_range` when given, one number for both axes (e.g. 1000 for Qwen-style
+    text whose special tokens were stripped by decoding) or `(width, height)` (pixels of a known frame); otherwise
+    normalised when all four numbers lie in [0, 1], else pixels, divided by `image_size = (width, height)`; pixels
+    with no known image size give None. Corners are put in order and the box is clipped to the image.
     """
     match = _QWEN_BOX.search(text)
     if match:
@@ -137,7 +137,8 @@ def find_answer_box(
         first = min(matches, key=lambda m: m.start())
         coords = [float(g) for g in first.groups()]
     if coordinate_range is not None:
-        return _to_box(coords, coordinate_range, coordinate_range)
+        scale_x, scale_y = coordinate_range if isinstance(coordinate_range, tuple) else (coordinate_range,) * 2
+        return _to_box(coords, float(scale_x), float(scale_y))
     if all(0.0 <= c <= 1.0 for c in coords):
         return _to_box(coords, 1.0, 1.0)
     if image_size is None:

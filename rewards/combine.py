@@ -9,7 +9,7 @@ from typing import Any
 
 from .accuracy import accuracy_reward
 from .format import format_reward
-from .grounding import iou_reward
+from .grounding import iou_reward, iou_reward_for
 from .saliency import SaliencyReward
 
 RewardFunc = Callable[..., list[float | None]]
@@ -29,9 +29,10 @@ DEFAULT_REWARD_WEIGHTS: dict[str, float] = {"format": 1.0, "accuracy": 1.0, "sal
 
 
 def get_reward_funcs(
-    weights: Mapping[str, float] = DEFAULT_REWARD_WEIGHTS,
+    weights: Mapping[str, float] = DEFAULT_REWARD_WEIGHTS, *, iou_coordinate_frame: str = "auto"
 ) -> tuple[list[RewardFunc], list[float]]:
-    """The reward functions named in `weights` (keys of `REWARD_FUNCS`) and their weights, in the same order.
+    """The reward functions named in `weights` (keys of `REWARD_FUNCS`) and their weights, in the same order; `iou`
+    reads boxes in `iou_coordinate_frame` (`grounding.COORDINATE_FRAMES`).
 
     Made for TRL: `GRPOTrainer(reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))`.
     """
@@ -40,7 +41,8 @@ def get_reward_funcs(
         raise ValueError(f"unknown reward(s) {unknown}; known rewards: {sorted(REWARD_FUNCS)}")
     if not weights:
         raise ValueError("at least one reward is needed")
-    return [REWARD_FUNCS[name]() for name in weights], [float(w) for w in weights.values()]
+    funcs = [iou_reward_for(iou_coordinate_frame) if name == "iou" else REWARD_FUNCS[name]() for name in weights]
+    return funcs, [float(w) for w in weights.values()]
 
 
 class CombinedReward:

@@ -35,6 +35,17 @@ class SaliencyGRPOConfig(GRPOConfig, SaliencyMapArguments):
             "choices": ["auto", "generate", "score"],
         },
     )
+    iou_coordinate_frame: str = field(
+        default="model_family",
+        metadata={
+            "help": "What the numbers of a box in an answer mean for the iou reward: 'model_family' (the frame the "
+            "model's family answers in: Qwen2.5-VL absolute pixels of the resized image it was given, Qwen2-VL and "
+            "Qwen3-VL a 0-1000 grid, LLaVA normalised), 'normalized', 'grid_1000', 'input_pixels', "
+            "'original_pixels' (pixels of the image file), or 'auto' (normalised when all four lie in [0, 1], "
+            "else original pixels).",
+            "choices": ["model_family", "auto", "normalized", "grid_1000", "input_pixels", "original_pixels"],
+        },
+    )
     log_saliency_metrics: bool = field(
         default=False,
         metadata={

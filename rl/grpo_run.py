@@ -8,7 +8,7 @@ from transformers import set_seed
 from trl import ModelConfig
 
 from data_tools.lengths import conversation_lengths, drop_too_long
-from rewards import get_reward_funcs
+from rewards import coordinate_frame_for, get_reward_funcs
 from vlm import load_model_and_processor, resolve_resume_checkpoint
 
 from .grpo_config import GRPOScriptArguments, SaliencyGRPOConfig
@@ -24,7 +24,8 @@ def run_grpo(script_args: GRPOScriptArguments, training_args: SaliencyGRPOConfig
             f"--reward_weights has {len(weights)} values for {len(training_args.reward_funcs)} --reward_funcs "
             f"({', '.join(training_args.reward_funcs)})"
         )
-    reward_funcs, training_args.reward_weights = get_reward_funcs(dict(zip(training_args.reward_funcs, weights)))
+    named = dict(zip(training_args.reward_funcs, weights))
+    get_reward_funcs(named)  # an unknown reward stops the run before the model loads
     training_args.remove_unused_columns = False  # solution, bbox, ... are the rewards' inputs
     train_dataset = script_args.load_train_rows(load_grpo_dataset, training_args.output_dir)
 
@@ -36,6 +37,10 @@ def run_grpo(script_args: GRPOScriptArguments, training_args: SaliencyGRPOConfig
         min_pixels=script_args.min_pixels,
         max_pixels=script_args.max_pixels,
     )
+    frame = "auto"
+    if "iou" in named:
+        frame = coordinate_frame_for(training_args.iou_coordinate_frame, model.config.model_type)
+    reward_funcs, training_args.reward_weights = get_reward_funcs(named, iou_coordinate_frame=frame)
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if context is not None:
         # Nothing in TRL's GRPO limits the prompt; one that leaves no room for the completion fails mid-run.

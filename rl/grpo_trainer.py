@@ -13,7 +13,7 @@ from trl.data_utils import apply_chat_template
 
 from rewards import SaliencyReward, energy_pointing_game, pointing_game
 from saliency import SaliencyMapArguments, SaliencyMaps, SaliencyTracer, SpecialTokens
-from vlm import ExactResumeMixin
+from vlm import ExactResumeMixin, model_input_size
 
 from .grpo_config import SaliencyGRPOConfig
 
@@ -108,6 +108,10 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._completion_tokens += sum(len(ids) for ids in completion_ids_list)
+        if any(getattr(func, "reads_image_input_size", False) for func in self.reward_funcs):
+            for example in inputs:  # the frame Qwen2.5-VL states boxes in (iou_coordinate_frame input_pixels)
+                images = example.get("images") or ([example["image"]] if example.get("image") is not None else [])
+                example["image_input_size"] = model_input_size(self.processing_class, images[0]) if images else None
         if self._trace:
             start = time.perf_counter()
             maps = (

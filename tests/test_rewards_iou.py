@@ -5,7 +5,15 @@ import functools
 import pytest
 from PIL import Image
 
-from rewards import as_boxes, box_iou, find_answer_box, iou_reward
+from rewards import (
+    as_boxes,
+    box_iou,
+    coordinate_frame_for,
+    find_answer_box,
+    get_reward_funcs,
+    iou_reward,
+    iou_reward_for,
+)
 
 
 def test_bbox_column_forms():
@@ -109,3 +117,79 @@ def test_iou_of_a_box_far_smaller_than_a_pixel_with_itself_is_one():
     tiny = (0.0, 0.0, 1.1125369292536007e-308, 1.1125369292536007e-308)
     assert box_iou(tiny, tiny) == 1.0
     assert box_iou(tiny, (0.0, 0.0, 1.0, 1.0)) == 0.0
+
+
+def _answer(box: str) -> list[str]:
+    return [f"<think>x</think>{box}"]
+
+
+@pytest.mark.parametrize(
+    ("frame", "stated", "extra"),
+    [
+        ("normalized", "[0.25, 0.5, 0.5, 1.0]", {}),
+        ("grid_1000", "[250, 500, 500, 1000]", {}),
+        ("original_pixels", "[250, 250, 500, 500]", {}),  # pixels of the 1000 x 500 file
+        ("input_pixels", "[112, 112, 224, 224]", {"image_input_size": [(448, 224)]}),  # of the 448 x 224 input
+        ("auto", "[250, 250, 500, 500]", {}),  # more than 1: pixels of the file
+        ("auto", "[0.25, 0.5, 0.5, 1.0]", {}),  # all in [0, 1]: normalised
+    ],
+)
+def test_each_coordinate_frame_reads_its_numbers(frame, stated, extra):
+    image = [Image.new("RGB", (1000, 500))]
+    bbox = [[0.25, 0.5, 0.5, 1.0]]
+    assert iou_reward(None, _answer(stated), bbox=bbox, image=image, coordinate_frame=frame, **extra) == [1.0]
+    assert iou_reward_for(frame)(None, _answer(stated), bbox=bbox, image=image, **extra) == [1.0]
+
+
+def test_explicit_frames_do_not_guess_from_the_numbers():
+    image = [Image.new("RGB", (100, 100))]
+    # "[0, 0, 1, 1]" in pixels is a 1-px box in the corner, not the whole image
+    assert iou_reward(None, _answer("[0, 0, 1, 1]"), bbox=[[0, 0, 1, 1]], image=image) == [1.0]
+    pixels = iou_reward(
+        None, _answer("[0, 0, 1, 1]"), bbox=[[0, 0, 1, 1]], image=image, coordinate_frame="original_pixels"
+    )
+    assert pixels == [pytest.approx(1e-4)]
+    # Qwen2-VL's box tokens are on the 0-1000 grid whatever the frame
+    tokens = "<|box_start|>(0,0),(500,500)<|box_end|>"
+    assert iou_reward_for("input_pixels")(
+        None, _answer(tokens), bbox=[[0, 0, 0.5, 0.5]], image_input_size=[(28, 28)]
+    ) == [1.0]
+
+
+def test_the_pixel_frame_of_the_resized_input_is_not_the_file_size(tiny_model_dir):
+    """The near-zero-IoU trap: Qwen2.5-VL answers in pixels of the image it was given, which the processor resized."""
+    from vlm import load_processor, model_input_size
+
+    processor = load_processor(str(tiny_model_dir), min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    picture = Image.new("RGB", (1000, 500))
+    width, height = model_input_size(processor, picture)
+    grid = processor.image_processor(images=[picture], return_tensors="np")["image_grid_thw"][0]
+    assert (width, height) == (grid[2] * 14, grid[1] * 14) and width * height <= 28 * 28 * 64 and width < 1000
+    box = f"[{width / 4:.0f}, {height / 2:.0f}, {width / 2:.0f}, {height:.0f}]"  # the true box in the input frame
+    bbox = [[0.25, 0.5, 0.5, 1.0]]
+    right = iou_reward_for("input_pixels")(
+        None, _answer(box), bbox=bbox, image=[picture], image_input_size=[(width, height)]
+    )
+    wrong = iou_reward_for("original_pixels")(None, _answer(box), bbox=bbox, image=[picture])
+    assert right == [pytest.approx(1.0, abs=0.02)] and wrong[0] < 0.1
+
+
+def test_frames_by_family_and_by_name():
+    assert coordinate_frame_for("model_family", "qwen2_5_vl") == "input_pixels"
+    assert (
+        coordinate_frame_for("model_family", "qwen2_vl")
+        == coordinate_frame_for("model_family", "qwen3_vl")
+        == "grid_1000"
+    )
+    assert coordinate_frame_for("model_family", "llava") == "normalized"
+    assert coordinate_frame_for("grid_1000", "qwen2_5_vl") == "grid_1000"
+    with pytest.raises(
+        ValueError, match="--iou_coordinate_frame model_family: no known box frame for model_type 'idefics3'"
+    ):
+        coordinate_frame_for("model_family", "idefics3")
+    with pytest.raises(ValueError, match="--iou_coordinate_frame 'pixels'"):
+        coordinate_frame_for("pixels", "qwen2_5_vl")
+    with pytest.raises(ValueError, match="needs the column 'image_input_size'"):
+        iou_reward_for("input_pixels")(None, _answer("[0, 0, 1, 1]"), bbox=[[0, 0, 1, 1]])
+    funcs, _ = get_reward_funcs({"format": 1.0, "iou": 1.0}, iou_coordinate_frame="input_pixels")
+    assert funcs[1].__name__ == "iou_reward" and funcs[1].reads_image_input_size

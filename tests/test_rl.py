@@ -47,11 +47,12 @@ def make_trainer(
     steps: int = 1,
     layers: list[int] | None = None,
     log_maps: bool = False,
+    iou_frame: str = "auto",
 ) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
     model, processor = load_model_and_processor(
         ModelConfig(model_name_or_path=str(model_dir), dtype="float32"), for_training=True
     )
-    funcs, weights = get_reward_funcs(dict.fromkeys(rewards, 1.0))
+    funcs, weights = get_reward_funcs(dict.fromkeys(rewards, 1.0), iou_coordinate_frame=iou_frame)
     recorder = RecordInputs()
     args = SaliencyGRPOConfig(
         output_dir=str(out),
@@ -152,6 +153,21 @@ def test_control_run_builds_no_tracer_so_any_family_trains(tiny_model_dir, synth
             make_trainer(
                 tiny_model_dir, synthetic_data_dir, tmp_path / "x", steer=REASONED, rewards=rewards, log_maps=log_maps
             )
+
+
+def test_iou_in_the_input_frame_gets_the_size_the_processor_gave_each_image(
+    tiny_model_dir, synthetic_data_dir, tmp_path
+):
+    from vlm import model_input_size
+
+    trainer, recorder = train(
+        tiny_model_dir, synthetic_data_dir, tmp_path / "iou", steer=REASONED, rewards=("iou",), iou_frame="input_pixels"
+    )
+    call = recorder.calls[0]
+    sizes = [model_input_size(trainer.processing_class, image) for image in call["image"]]
+    assert call["image_input_size"] == sizes and all(s[0] % 14 == 0 and s[1] % 14 == 0 for s in sizes)
+    log = next(entry for entry in trainer.state.log_history if "reward" in entry)
+    assert "rewards/iou_reward/mean" in log
 
 
 def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):

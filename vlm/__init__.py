@@ -6,6 +6,7 @@ from .loading import (
     load_processor,
     lora_config,
     merge_lora_adapter,
+    model_input_size,
     set_pixel_budget,
     vision_module_names,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "load_processor",
     "lora_config",
     "merge_lora_adapter",
+    "model_input_size",
     "resolve_resume_checkpoint",
     "set_pixel_budget",
     "tiny_model_config",

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from peft import PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from PIL import Image
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
@@ -292,3 +293,16 @@ def _torch_dtype(dtype: str | None) -> torch.dtype | str | None:
     if dtype not in _DTYPES:
         raise ValueError(f"--dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def model_input_size(processor: ProcessorMixin, image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` in pixels of ``image`` as ``processor`` resizes it for the model (Qwen-VL's resize to a
+    multiple of the patch within min/max pixels, LLaVA's crop): the frame Qwen2.5-VL states boxes in."""
+    out = processor.image_processor(images=[image], return_tensors="np")
+    grid = out.get("image_grid_thw")
+    if grid is not None:
+        _, height, width = (int(v) for v in grid[0])
+        patch = processor.image_processor.patch_size
+        return width * patch, height * patch
+    pixels = out["pixel_values"]
+    return int(pixels.shape[-1]), int(pixels.shape[-2])
