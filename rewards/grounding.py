@@ -19,6 +19,11 @@ FAMILY_COORDINATE_FRAMES: dict[str, str] = {
 }
 
 
+def _check_frame(coordinate_frame: str) -> None:
+    if coordinate_frame not in COORDINATE_FRAMES:
+        raise ValueError(f"coordinate_frame {coordinate_frame!r}; choose one of {COORDINATE_FRAMES}")
+
+
 def _image_size(image: Any) -> tuple[int, int] | None:
     """`(width, height)` of a PIL image (or anything with a `.size` pair), None when unknown."""
     size = getattr(image, "size", None)
@@ -35,7 +40,6 @@ def iou_reward(
     image: list[Any] | None = None,
     images: list[Any] | None = None,
     image_input_size: list[Any] | None = None,
-    coordinate_range: float | None = None,
     coordinate_frame: str = "auto",
     **kwargs: Any,
 ) -> list[float]:
@@ -47,16 +51,15 @@ def iou_reward(
     :func:`iou_reward_for`): ``normalized`` [0, 1]; ``grid_1000``; ``input_pixels``, pixels of the image as the
     processor resized it for the model, the column `image_input_size` (`(width, height)` per row, which
     `rl.SaliencyGRPOTrainer` fills); ``original_pixels``, pixels of the row's `image` (or first of `images`);
-    ``auto``, normalised when all four numbers lie in [0, 1], else original pixels. `coordinate_range` (a number)
-    overrides the frame. An answer without a readable box scores 0.0.
+    ``auto``, normalised when all four numbers lie in [0, 1], else original pixels. An answer without a readable
+    box scores 0.0.
     """
     if bbox is None:
         raise ValueError("iou_reward needs the dataset column 'bbox' (the reference box(es) of each row)")
     if len(bbox) != len(completions):
         raise ValueError(f"column 'bbox' has {len(bbox)} entries for {len(completions)} completions")
-    if coordinate_frame not in COORDINATE_FRAMES:
-        raise ValueError(f"coordinate_frame {coordinate_frame!r}; choose one of {COORDINATE_FRAMES}")
-    if coordinate_frame == "input_pixels" and coordinate_range is None and image_input_size is None:
+    _check_frame(coordinate_frame)
+    if coordinate_frame == "input_pixels" and image_input_size is None:
         raise ValueError(
             "iou_reward with coordinate_frame='input_pixels' needs the column 'image_input_size' (the (width, height) "
             "the processor resized each image to; rl.SaliencyGRPOTrainer fills it)"
@@ -67,17 +70,15 @@ def iou_reward(
         row_image = (
             image[row] if image is not None else (images[row][0] if images is not None and images[row] else None)
         )
-        frame: float | tuple[float, float] | None = coordinate_range
-        if frame is None:
-            frame = {"normalized": 1.0, "grid_1000": 1000.0}.get(coordinate_frame)
-        if frame is None and coordinate_frame == "input_pixels":
-            frame = tuple(image_input_size[row]) if image_input_size[row] is not None else None
-            if frame is None:
-                raise ValueError(f"row {row}, field 'image_input_size': no size for an image the model was given")
-        if frame is None and coordinate_frame == "original_pixels":
-            frame = _image_size(row_image)
-            if frame is None:
-                raise ValueError(f"row {row}, field 'image': coordinate_frame='original_pixels' needs the row's image")
+        frame: float | tuple[float, float] | None = {"normalized": 1.0, "grid_1000": 1000.0}.get(coordinate_frame)
+        if coordinate_frame in ("input_pixels", "original_pixels"):
+            size = image_input_size[row] if coordinate_frame == "input_pixels" else _image_size(row_image)
+            if size is None:
+                raise ValueError(
+                    f"row {row}, field 'image': no image, so pixel coordinates (coordinate_frame={coordinate_frame!r}) "
+                    "cannot be read; use a normalized or grid frame for text-only rows"
+                )
+            frame = (float(size[0]), float(size[1]))
         stated = find_answer_box(answer_text(completion_text(completion)), _image_size(row_image), frame)
         rewards.append(0.0 if stated is None else max(box_iou(stated, box) for box in references))
     return rewards
@@ -85,8 +86,7 @@ def iou_reward(
 
 def iou_reward_for(coordinate_frame: str) -> Any:
     """`iou_reward` bound to `coordinate_frame` (a name of `COORDINATE_FRAMES`), keeping its name for TRL's logs."""
-    if coordinate_frame not in COORDINATE_FRAMES:
-        raise ValueError(f"coordinate_frame {coordinate_frame!r}; choose one of {COORDINATE_FRAMES}")
+    _check_frame(coordinate_frame)
     bound = functools.partial(iou_reward, coordinate_frame=coordinate_frame)
     functools.update_wrapper(bound, iou_reward)
     bound.reads_image_input_size = coordinate_frame == "input_pixels"  # type: ignore[attr-defined]

@@ -20,6 +20,11 @@ from .grpo_config import SaliencyGRPOConfig
 MAP_COLUMNS = {"flow": "saliency_map", "direct": "saliency_map_direct"}
 
 
+def _row_images(example: dict) -> list[Any]:
+    """The images of one input row: its `images` list, or its single `image`."""
+    return example.get("images") or ([example["image"]] if example.get("image") is not None else [])
+
+
 def _image_sizes(images: Sequence[Sequence[Any]] | None, count: int) -> list[list[tuple[int, int]]] | None:
     if images is None:
         return None
@@ -81,7 +86,7 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
 
     def _score_maps(self, inputs, prompts, completion_ids_list) -> list[SaliencyMaps]:
         """Maps from one traced forward over prompt + completion (completions from vLLM or elsewhere)."""
-        images = [x.get("images") or ([x["image"]] if x.get("image") is not None else []) for x in inputs]
+        images = [_row_images(x) for x in inputs]
         texts = [
             apply_chat_template({"prompt": prompt}, self.processing_class, **self.chat_template_kwargs)["prompt"]
             for prompt in prompts
@@ -110,7 +115,7 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
         self._completion_tokens += sum(len(ids) for ids in completion_ids_list)
         if any(getattr(func, "reads_image_input_size", False) for func in self.reward_funcs):
             for example in inputs:  # the frame Qwen2.5-VL states boxes in (iou_coordinate_frame input_pixels)
-                images = example.get("images") or ([example["image"]] if example.get("image") is not None else [])
+                images = _row_images(example)
                 example["image_input_size"] = model_input_size(self.processing_class, images[0]) if images else None
         if self._trace:
             start = time.perf_counter()

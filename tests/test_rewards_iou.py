@@ -1,6 +1,5 @@
 """Boxes: the `bbox` column, boxes stated in answers, IoU and the IoU reward."""
 
-import functools
 
 import pytest
 from PIL import Image
@@ -97,11 +96,11 @@ def test_iou_reward():
     assert rewards == pytest.approx([1.0, 1 / 7, 0.0, 1.0, 1.0])
 
 
-def test_iou_reward_reads_the_size_from_images_and_accepts_a_coordinate_range():
+def test_iou_reward_reads_the_size_from_images_and_a_named_frame():
     images = [[Image.new("RGB", (200, 100))]]
     # [0, 0, 100, 50] px on a 200 x 100 image = [0, 0, 0.5, 0.5]
     assert iou_reward(None, ["<think>x</think>[0, 0, 100, 50]"], bbox=[[0, 0, 0.5, 0.5]], images=images) == [1.0]
-    qwen_text = functools.partial(iou_reward, coordinate_range=1000)
+    qwen_text = iou_reward_for("grid_1000")  # Qwen text decoded without its box tokens
     assert qwen_text(None, ["<think>x</think>(0,0),(500,500)"], bbox=[[0, 0, 0.5, 0.5]]) == [1.0]
 
 
@@ -191,5 +190,16 @@ def test_frames_by_family_and_by_name():
         coordinate_frame_for("pixels", "qwen2_5_vl")
     with pytest.raises(ValueError, match="needs the column 'image_input_size'"):
         iou_reward_for("input_pixels")(None, _answer("[0, 0, 1, 1]"), bbox=[[0, 0, 1, 1]])
+    for frame, extra in (("input_pixels", {"image_input_size": [(28, 28), None]}), ("original_pixels", {})):
+        with pytest.raises(ValueError, match="row 1, field 'image': no image"):  # a text-only row
+            iou_reward_for(frame)(
+                None,
+                _answer("[0, 0, 1, 1]") * 2,
+                bbox=[[0, 0, 1, 1]] * 2,
+                image=[Image.new("RGB", (28, 28)), None],
+                **extra,
+            )
+    with pytest.raises(ValueError, match="coordinate_frame 'pixels'"):
+        iou_reward_for("pixels")
     funcs, _ = get_reward_funcs({"format": 1.0, "iou": 1.0}, iou_coordinate_frame="input_pixels")
     assert funcs[1].__name__ == "iou_reward" and funcs[1].reads_image_input_size
