@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval_rows", type=int, default=200, help="Held-out scenes the base is scored on.")
     parser.add_argument("--force", action="store_true", help="Rerun steps whose output already exists.")
     args = parser.parse_args(argv)
+    for name in ("num_perception", "num_grounding", "max_steps", "grounding_max_steps", "eval_rows"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
 
     work, python = args.work_dir, sys.executable
     init, data, trained = work / "init", work / "data", work / "trained"

@@ -1,6 +1,5 @@
 """Boxes: the `bbox` column, boxes stated in answers, IoU and the IoU reward."""
 
-
 import pytest
 from PIL import Image
 

@@ -79,3 +79,12 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
     assert first_stage != (out / "model.safetensors").read_bytes()  # the shipped weights are the second stage's
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(out), dtype="float32"))
     assert model.config.vision_config.depth == 0
+
+
+@pytest.mark.parametrize("flag", ["--num_grounding", "--grounding_max_steps", "--max_steps"])
+def test_recipe_flags_below_one_are_named(flag, capsys):
+    from launch.make_tiny_base import main
+
+    with pytest.raises(SystemExit):
+        main([flag, "0"])
+    assert f"{flag} must be at least 1" in capsys.readouterr().err
