@@ -48,15 +48,7 @@ ARCHITECTURE = {
     "vision_depth": 0,
     "vision_patch_size": 14,
 }
-BASE_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-)
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
 
 
 def sha256(path: Path) -> str:
@@ -241,8 +233,11 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    for name in BASE_FILES:
+    for name in MODEL_FILES:
         shutil.copy2(grounded / name, out / name)
+    from vlm import load_processor
+
+    load_processor(str(grounded)).save_pretrained(str(out))  # without the truncation training left in the tokenizer
     command = shlex.join(["python", "launch/make_tiny_base.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "perception_eval.json").write_text(json.dumps(results, indent=1) + "\n")
     stages = {"first": stage_record(trained), "second": stage_record(grounded)}

@@ -4,6 +4,7 @@ hub model, its image tokens are local, it reads held-out scenes, and the recipe 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from pathlib import Path
@@ -75,6 +76,10 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
     assert "--max_steps 2 --grounding_max_steps 2" in card
     assert card.count("min of training time") == 2  # both stages ran here, each with its commit and time
+    shipped = {"README.md", "perception_eval.json", "config.json", "generation_config.json", "model.safetensors"}
+    shipped |= {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+    assert {f.name for f in out.iterdir()} == shipped
+    assert json.loads((out / "tokenizer.json").read_text())["truncation"] is None  # training truncated to 512
     first_stage = (tmp_path / "work" / "trained" / "model.safetensors").read_bytes()
     assert first_stage != (out / "model.safetensors").read_bytes()  # the shipped weights are the second stage's
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(out), dtype="float32"))

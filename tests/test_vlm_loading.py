@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForImageTextToText, LlamaConfig, LlamaForCausalLM
 from trl import ModelConfig
 
 from vlm import build_tiny_vlm, load_model_and_processor, load_processor, merge_lora_adapter, vision_module_names
@@ -210,3 +210,25 @@ def test_clear_errors(tiny, tmp_path):
         load_model_and_processor(ModelConfig(model_name_or_path=path, load_in_4bit=True, dtype="auto"))
     with pytest.raises(ValueError, match="--lora_target_modules is required"):
         load_model_and_processor(ModelConfig(model_name_or_path=path, use_peft=True), for_training=True)
+
+
+def test_a_truncation_saved_by_training_does_not_cut_later_prompts(tiny_model_dir, tmp_path):
+    """TRL's collator calls the processor with truncation=True, max_length=--max_length; the saved tokenizer.json keeps
+    that, transformers makes it the tokenizer's default max_length and the processor passes it on every call (prompts
+    silently cut, a warning on each padded batch)."""
+    import warnings
+
+    processor = load_processor(str(tiny_model_dir))
+    long_text = "red circle " * 300
+    full = len(processor(text=[long_text])["input_ids"][0])
+    processor(text=[long_text], truncation=True, max_length=32)  # the state a training run leaves behind
+    processor.save_pretrained(str(tmp_path))
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["truncation"]["max_length"] == 32
+    reloaded = load_processor(str(tmp_path), config=AutoConfig.from_pretrained(str(tiny_model_dir)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        batch = reloaded(text=[long_text, "red"], padding=True)
+    assert len(batch["input_ids"][0]) == full > 32
+    reloaded.save_pretrained(str(tmp_path / "again"))
+    assert json.loads((tmp_path / "again" / "tokenizer.json").read_text())["truncation"] is None
+    assert len(reloaded(text=[long_text], truncation=True, max_length=16)["input_ids"][0]) == 16  # still on request

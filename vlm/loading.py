@@ -184,7 +184,29 @@ def load_processor(
             name_or_path, revision=revision, trust_remote_code=trust_remote_code, **kwargs
         )
     set_pixel_budget(processor, min_pixels=min_pixels, max_pixels=max_pixels)
+    drop_saved_truncation(processor)
     return processor
+
+
+def drop_saved_truncation(processor: ProcessorMixin) -> None:
+    """Forget a truncation that a saved ``tokenizer.json`` carries from the last call before it was saved.
+
+    TRL's vision collator tokenizes with ``truncation=True, max_length=--max_length``; the fast tokenizer keeps that
+    state and ``save_pretrained`` writes it, so every SFT checkpoint carries it. transformers then makes it the
+    tokenizer's default ``max_length``, which the processor passes on every call: prompts silently cut at the
+    training length (and the length checks of ``data_tools.lengths`` measuring cut prompts) and a warning on every
+    padded batch. Truncation stays available to any call that asks for it.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return
+    if backend.truncation is not None:
+        backend.no_truncation()
+        for key in ("max_length", "stride", "truncation_strategy"):
+            tokenizer.init_kwargs.pop(key, None)
+    if backend.padding is not None:
+        backend.no_padding()
 
 
 @functools.cache
