@@ -3,15 +3,6 @@
 from .loaders import SOURCES, MissingSplitError, load_source, read_jsonl, read_records
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, prompt_messages, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
-from .synthetic import (
-    QUESTION_TYPES,
-    SyntheticConfig,
-    caption_text,
-    corpus_texts,
-    generate_split,
-    generate_synthetic,
-    make_example,
-)
 from .training_arguments import TrainingDataArguments
 from .validation import (
     BBOX_FORMATS,
@@ -24,6 +15,26 @@ from .validation import (
     rows_to_dataset,
     validate_rows,
 )
+
+_SYNTHETIC = {
+    "QUESTION_TYPES",
+    "SyntheticConfig",
+    "caption_text",
+    "corpus_texts",
+    "generate_split",
+    "generate_synthetic",
+    "make_example",
+}
+
+
+def __getattr__(name: str):
+    # Imported on first use so that `python -m data_tools.synthetic` does not find its module already imported.
+    if name in _SYNTHETIC:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BBOX_FORMATS",

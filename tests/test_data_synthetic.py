@@ -256,3 +256,14 @@ def test_cli_leaves_out_splits_of_zero_rows_so_the_folder_loads(tmp_path):
           "--num_perception", "8"])  # fmt: skip
     data = load_from_disk(str(tmp_path / "d"))
     assert {k: len(v) for k, v in data.items()} == {"perception": 8}
+
+
+def test_the_module_runs_as_a_script_without_a_runpy_warning(tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "data_tools.synthetic"]
+    command += ["--output_dir", str(tmp_path / "d"), "--num_sft", "2", "--num_rl", "0", "--num_eval", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(load_from_disk(str(tmp_path / "d"))["sft"]) == 2
