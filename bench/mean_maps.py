@@ -18,9 +18,9 @@ import numpy as np
 from trl import ModelConfig
 
 from evaluation import EvalArguments
-from evaluation.checkpoints import load_checkpoint
 from evaluation.generation import trace_completions
 from saliency import SpecialTokens
+from vlm import load_model_and_processor
 
 
 def box_mass(boxes: list[list[float]], rows: int, cols: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def main() -> None:
 
     rows = datasets.load_from_disk(args.data)[args.split].select(range(args.rows))
     model_args = ModelConfig(model_name_or_path=args.model, dtype="float32", attn_implementation="sdpa")
-    model, processor = load_checkpoint(model_args, min_pixels=args.pixels, max_pixels=args.pixels)
+    model, processor = load_model_and_processor(model_args, min_pixels=args.pixels, max_pixels=args.pixels)
     tracer = EvalArguments(dataset_name=args.data).make_tracer(model, SpecialTokens.from_tokenizer(processor))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}

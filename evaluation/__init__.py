@@ -6,7 +6,6 @@ report, and the explanation + semantic-proposal export read by the downstream sa
 """
 
 from .callbacks import HeldOutAnswersCallback
-from .checkpoints import adapter_base, load_checkpoint
 from .eval_config import EvalArguments, ExportArguments, InferenceArguments
 from .evaluate import evaluate_model, load_rows, run_eval, write_outputs
 from .export import mask_box, run_export
@@ -38,7 +37,6 @@ __all__ = [
     "Phrase",
     "SanityResult",
     "TracedCompletion",
-    "adapter_base",
     "answer_log_prob_curves",
     "answer_metrics",
     "answer_scores",
@@ -49,7 +47,6 @@ __all__ = [
     "faithfulness_curves",
     "generate_completions",
     "line_plot",
-    "load_checkpoint",
     "load_rows",
     "mask_box",
     "mean_interval",

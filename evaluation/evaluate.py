@@ -19,8 +19,8 @@ from trl import ModelConfig
 from data_tools import ValidationReport, load_source
 from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
+from vlm import load_model_and_processor
 
-from .checkpoints import load_checkpoint
 from .eval_config import EvalArguments, InferenceArguments
 from .faithfulness import FaithfulnessResult, faithfulness_curves
 from .generation import completion_maps, image_sizes, prompt_inputs, trace_completions
@@ -276,7 +276,7 @@ def _evaluate_checkpoint(args: EvalArguments, model_args: ModelConfig, rows) -> 
     completions = None
     if args.completions_file:
         completions = read_completions(args.completions_file, rows["question_id"])
-    model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    model, processor = load_model_and_processor(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     tokens = SpecialTokens.from_tokenizer(processor)
     baselines = [BASELINES[name](model, tokens) for name in args.faithfulness_baselines]
     return evaluate_model(

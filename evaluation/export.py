@@ -42,8 +42,8 @@ from trl import ModelConfig
 from data_tools import load_image
 from rewards import answer_text, parse_reasoning
 from saliency import SaliencyMaps, SpecialTokens
+from vlm import load_model_and_processor
 
-from .checkpoints import load_checkpoint
 from .eval_config import ExportArguments
 from .evaluate import load_rows, read_completions
 from .generation import TracedCompletion, trace_completions
@@ -223,7 +223,7 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
         )
     if not todo:
         return jsonl
-    model, processor = load_checkpoint(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    model, processor = load_model_and_processor(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     tokenizer = getattr(processor, "tokenizer", processor)
     tracer = args.make_tracer(model, SpecialTokens.from_tokenizer(processor))
     progress = tqdm(total=len(todo), desc="exporting", unit="image")

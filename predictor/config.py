@@ -90,7 +90,11 @@ class PredictorTrainingConfig:
     cc_weight: float = field(default=2.0, metadata={"help": "Loss weight of -CC."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
     resume_from: str | None = field(
-        default=None, metadata={"help": "Checkpoint file to resume from, or 'latest' for the newest in output_dir."}
+        default=None,
+        metadata={
+            "help": "Checkpoint file to resume from, or 'latest' (also 'true', 'last') for the newest in output_dir; "
+            "with none there yet, training starts from scratch."
+        },
     )
     save_every_epochs: int = field(default=1, metadata={"help": "Save a checkpoint every this many epochs."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})

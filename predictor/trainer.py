@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from vlm.checkpoints import resolve_resume_checkpoint
 
 from .config import PredictorModelConfig, PredictorTrainingConfig
 from .dataset import FixationDataset, collate
@@ -17,7 +20,7 @@ from .model import ExplainableSaliencyPredictor
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"checkpoint-epoch(\d+)\.pt$")
+_CHECKPOINT = re.compile(r"^checkpoint-epoch(\d+)\.pt$")
 
 
 def topk_for_epoch(epoch: int, config: PredictorTrainingConfig) -> int:
@@ -26,14 +29,6 @@ def topk_for_epoch(epoch: int, config: PredictorTrainingConfig) -> int:
         return config.topk
     t = min(epoch / config.topk_anneal_epochs, 1.0)
     return round(config.topk_start + (config.topk - config.topk_start) * t)
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest epoch in ``output_dir``, or None."""
-    found = [
-        (int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-epoch*.pt") if (m := _CHECKPOINT.search(p.name))
-    ]
-    return max(found)[1] if found else None
 
 
 def load_predictor(checkpoint: str | Path, device: str = "cpu") -> tuple[ExplainableSaliencyPredictor, dict]:
@@ -75,9 +70,11 @@ class PredictorTrainer:
         self.output_dir = Path(training_config.output_dir)
 
     def save(self) -> Path:
-        """Write ``checkpoint-epoch{N}.pt`` for the epochs finished so far."""
+        """Write ``checkpoint-epoch{N}.pt`` for the epochs finished so far (under another name, then renamed, so that
+        a job killed while saving leaves no checkpoint to resume from)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"checkpoint-epoch{self.epoch}.pt"
+        partial = path.with_name(f"{path.name}.partial")
         torch.save(
             {
                 "model": self.model.state_dict(),
@@ -87,17 +84,13 @@ class PredictorTrainer:
                 "training_config": asdict(self.args),
                 "topk": topk_for_epoch(max(self.epoch - 1, 0), self.args),
             },
-            path,
+            partial,
         )
+        os.replace(partial, path)
         return path
 
     def resume(self, checkpoint: str | Path) -> None:
-        """Restore model, optimizer and epoch counter (``"latest"`` = newest checkpoint in output_dir)."""
-        if checkpoint == "latest":
-            found = latest_checkpoint(self.output_dir)
-            if found is None:
-                raise FileNotFoundError(f"--resume_from latest: no checkpoint in {self.output_dir}")
-            checkpoint = found
+        """Restore model, optimizer and epoch counter from a checkpoint file."""
         state = torch.load(checkpoint, map_location=self.args.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -106,8 +99,11 @@ class PredictorTrainer:
 
     def train(self) -> list[float]:
         """Train until ``num_epochs``; returns the mean loss of each epoch run."""
-        if self.args.resume_from:
-            self.resume(self.args.resume_from)
+        checkpoint = resolve_resume_checkpoint(
+            self.args.resume_from, self.output_dir, flag="--resume_from", pattern=_CHECKPOINT
+        )
+        if checkpoint is not None:
+            self.resume(checkpoint)
         history = []
         for epoch in range(self.epoch, self.args.num_epochs):
             k = topk_for_epoch(epoch, self.args)

@@ -60,7 +60,9 @@ def run_grpo(script_args: GRPOScriptArguments, training_args: SaliencyGRPOConfig
         train_dataset=train_dataset,
         processing_class=processor,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    trainer.train(
+        resume_from_checkpoint=resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:

@@ -70,7 +70,9 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
                 max_new_tokens=script_args.answer_eval_max_new_tokens,
             )
         )
-    trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(training_args))
+    trainer.train(
+        resume_from_checkpoint=resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))

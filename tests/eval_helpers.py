@@ -38,13 +38,12 @@ def traced_reference_rows(root: Path, num_rows: int = 2):
     """A tiny model (seed 1), its processor, ``num_rows`` held-out rows, a tracer and the traced reference completions."""
     from trl import ModelConfig
 
-    from evaluation.checkpoints import load_checkpoint
     from evaluation.generation import trace_completions
     from saliency import SaliencyTracer, SpecialTokens
-    from vlm import build_tiny_vlm
+    from vlm import build_tiny_vlm, load_model_and_processor
 
     path = build_tiny_vlm(root / "model", seed=1)
-    model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(path), dtype="float32"))
+    model, processor = load_model_and_processor(ModelConfig(model_name_or_path=str(path), dtype="float32"))
     rows = generate_split("eval", num_rows, seed=0)
     tracer = SaliencyTracer(model, SpecialTokens.from_tokenizer(processor))
     traced = list(trace_completions(tracer, processor, rows, completions=reference_completions(rows), progress=False))

@@ -11,9 +11,9 @@ from eval_helpers import build_assets
 from peft import LoraConfig, get_peft_model
 from trl import ModelConfig
 
-from evaluation import EvalArguments, adapter_base, load_checkpoint, prompt_inputs
+from evaluation import EvalArguments, prompt_inputs
 from saliency import SpecialTokens
-from vlm import load_model_and_processor, merge_lora_adapter
+from vlm import adapter_base, load_model_and_processor, merge_lora_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +34,11 @@ def test_an_adapter_folder_loads_as_its_merged_model(assets):
     assert adapter_base(assets["adapter"]) == str(assets["model"])
     assert adapter_base(assets["model"]) is None
     merged_dir = merge_lora_adapter(assets["adapter"], assets["root"] / "merged")
-    adapted, processor = load_checkpoint(ModelConfig(model_name_or_path=str(assets["adapter"]), dtype="float32"))
-    merged, _ = load_checkpoint(ModelConfig(model_name_or_path=str(merged_dir), dtype="float32"))
-    base, _ = load_checkpoint(ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32"))
+    adapted, processor = load_model_and_processor(
+        ModelConfig(model_name_or_path=str(assets["adapter"]), dtype="float32")
+    )
+    merged, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(merged_dir), dtype="float32"))
+    base, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32"))
     from data_tools import generate_split
 
     inputs = prompt_inputs(processor, generate_split("eval", 1, seed=0))

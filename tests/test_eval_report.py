@@ -14,7 +14,6 @@ from evaluation import (
     EvalArguments,
     evaluate_model,
     line_plot,
-    load_checkpoint,
     prompt_inputs,
     render_report,
     sample_overlay,
@@ -22,13 +21,14 @@ from evaluation import (
 )
 from evaluation.evaluate import read_completions
 from saliency import heatmap
+from vlm import load_model_and_processor
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_report")
     paths = build_assets(root, num_rows=4)
-    model, processor = load_checkpoint(ModelConfig(model_name_or_path=str(paths["model"]), dtype="float32"))
+    model, processor = load_model_and_processor(ModelConfig(model_name_or_path=str(paths["model"]), dtype="float32"))
     rows, _ = load_source("saliency_r1", str(paths["data"]), split="eval")
     return root, model, processor, rows, read_completions(paths["completions"], rows["question_id"])
 

@@ -89,6 +89,18 @@ def test_training_lowers_the_loss_and_resume_continues(synthetic, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
+def test_resume_latest_skips_a_cut_save_and_starts_fresh_without_a_checkpoint(synthetic, tmp_path, caplog):
+    fixations, images, proposals = synthetic
+    ds = FixationDataset(read_air_fixations(fixations, images), read_export(proposals), image_size=48)
+    args = PredictorTrainingConfig(output_dir=str(tmp_path), num_epochs=2, batch_size=4, topk=2, topk_start=2)
+    fresh = PredictorTrainer(TINY, replace(args, resume_from="latest"), ds)
+    assert len(fresh.train()) == 2
+    assert "no checkpoint in" in caplog.text
+    (tmp_path / "checkpoint-epoch3.pt.partial").write_bytes(b"cut")  # a job killed while saving epoch 3
+    resumed = PredictorTrainer(TINY, replace(args, num_epochs=3, resume_from="latest"), ds)
+    assert len(resumed.train()) == 1 and resumed.epoch == 3
+
+
 def _quadrant_set(tmp_path, n_images=4):
     """32x32 blank images; proposals A (top-left, score .9), B (bottom-right, .6), C (top-right, .3);
     every fixation falls inside A."""

@@ -10,14 +10,30 @@ from vlm import build_tiny_vlm, load_full_weights, resolve_resume_checkpoint
 
 
 def test_newest_complete_checkpoint_is_chosen_and_a_cut_save_is_skipped(tmp_path, caplog):
-    for step, state in ((2, {"global_step": 2}), (4, {"global_step": 4}), (6, None), (8, '{"global_step": 8, "lo')):
+    for step, state in ((2, {"global_step": 2}), (10, {"global_step": 10}), (16, None), (18, '{"global_step": 1')):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        if state is not None:  # checkpoint-8 was killed while writing its trainer_state.json
+        if state is not None:  # checkpoint-18 was killed while writing its trainer_state.json
             (folder / "trainer_state.json").write_text(state if isinstance(state, str) else json.dumps(state))
     args = TrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint="true", use_cpu=True, report_to=[])
-    assert resolve_resume_checkpoint(args) == str(tmp_path / "checkpoint-4")
-    assert "skipping incomplete checkpoint" in caplog.text and "checkpoint-8" in caplog.text
+    assert resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir) == str(tmp_path / "checkpoint-10")
+    assert "skipping incomplete checkpoint" in caplog.text and "checkpoint-18" in caplog.text
+
+
+@pytest.mark.parametrize("resume", [None, False, "false", "None", ""])
+def test_no_resume(resume, tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert resolve_resume_checkpoint(resume, tmp_path) is None
+
+
+def test_resuming_newest_without_a_checkpoint_starts_fresh_and_a_missing_path_is_named(tmp_path, caplog):
+    for keyword in ("true", True, "last", "latest"):
+        assert resolve_resume_checkpoint(keyword, tmp_path / "new") is None
+    assert "no checkpoint in" in caplog.text
+    assert resolve_resume_checkpoint(str(tmp_path), tmp_path) == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="--resume_from: no checkpoint at"):
+        resolve_resume_checkpoint(str(tmp_path / "gone"), tmp_path, flag="--resume_from")
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava"])

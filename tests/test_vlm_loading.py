@@ -196,8 +196,12 @@ def test_clear_errors(tiny, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="holds a LoRA adapter"):
+    with pytest.raises(ValueError, match="names no base_model_name_or_path"):
         load_model_and_processor(ModelConfig(model_name_or_path=str(adapter)))
+    # an adapter loads for inference (tests/test_eval_launcher.py), never as a model to train
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny["qwen2_5_vl"])}))
+    with pytest.raises(ValueError, match="holds a LoRA adapter, not a model to train"):
+        load_model_and_processor(ModelConfig(model_name_or_path=str(adapter)), for_training=True)
     with pytest.raises(FileNotFoundError, match="holds no adapter_config.json"):
         merge_lora_adapter(tmp_path / "empty", tmp_path / "out")
 

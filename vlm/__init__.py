@@ -1,6 +1,6 @@
 """Vision-language model loading (dtype, attention, LoRA, QLoRA) and the tiny embedded default models."""
 
-from .checkpoints import ExactResumeMixin, load_full_weights, resolve_resume_checkpoint
+from .checkpoints import ExactResumeMixin, adapter_base, load_full_weights, resolve_resume_checkpoint
 from .loading import (
     load_model_and_processor,
     load_processor,
@@ -26,6 +26,7 @@ __all__ = [
     "FAMILIES",
     "ExactResumeMixin",
     "TinyTokenIds",
+    "adapter_base",
     "build_tiny_vlm",
     "load_full_weights",
     "load_model_and_processor",

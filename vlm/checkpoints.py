@@ -1,53 +1,99 @@
-"""Finding the checkpoint an interrupted training run resumes from, and loading its weights exactly."""
+"""Checkpoints, in one place: which one a run resumes from, what a checkpoint folder holds, and loading a full
+fine-tune's weights exactly. `vlm.load_model_and_processor` loads any of them for inference (an adapter folder
+through `adapter_base`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftConfig
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
 from torch import nn
-from transformers import PreTrainedModel, TrainingArguments
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from transformers import PreTrainedModel
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import (
+    CONFIG_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+)
 
 logger = logging.getLogger(__name__)
 
+TRAINER_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+NEWEST = ("true", "last", "latest")
 
-def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | None:
-    """The checkpoint to resume from: an explicit path, or the newest one in `output_dir` for `true`/`last`.
 
-    `--resume_from_checkpoint true` picks the newest complete `checkpoint-N` folder of the output directory (one
-    with its `trainer_state.json`), so a killed job restarts with the command line it was started with, also when
-    it was killed while saving, and starts fresh when there is no checkpoint yet.
+def resolve_resume_checkpoint(
+    resume: str | bool | None,
+    output_dir: str | Path,
+    *,
+    flag: str = "--resume_from_checkpoint",
+    pattern: re.Pattern[str] = TRAINER_CHECKPOINT,
+) -> str | None:
+    """The checkpoint to resume from: ``resume`` itself when it is a path, or the newest complete checkpoint of
+    ``output_dir`` for ``true``/``last``/``latest``; None for ``false``/``none``/unset.
+
+    The newest one is searched for, not required, so a killed job restarts with the command line it was started
+    with, also when it was killed while saving, and starts fresh (with a warning) when there is no checkpoint yet.
+    ``pattern`` matches a checkpoint's name and captures its step (default: the Trainer's ``checkpoint-N``).
     """
-    resume = training_args.resume_from_checkpoint
     if resume is None or str(resume).lower() in ("false", "none", ""):
         return None
-    if str(resume).lower() in ("true", "last"):
-        output_dir = Path(training_args.output_dir)
-        found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-        found.sort(key=lambda p: int(p.name.split("-")[-1]))
-        # A job killed while saving leaves a folder without trainer_state.json (written last), or with a truncated one.
-        complete = [p for p in found if _readable_state(p / "trainer_state.json")]
-        if found and (not complete or found[-1] != complete[-1]):
-            logger.warning("skipping incomplete checkpoint %s (the job stopped while saving it)", found[-1])
-        if not complete:
+    if str(resume).lower() in NEWEST:
+        newest = newest_checkpoint(output_dir, pattern)
+        if newest is None:
             logger.warning("no checkpoint in %s to resume from; starting from scratch", output_dir)
-            return None
-        return str(complete[-1])
-    if not Path(resume).is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder at {resume!r}")
+        return None if newest is None else str(newest)
+    if not Path(resume).exists():
+        raise FileNotFoundError(f"{flag}: no checkpoint at {resume!r}")
     return str(resume)
 
 
-def _readable_state(path: Path) -> bool:
+def newest_checkpoint(output_dir: str | Path, pattern: re.Pattern[str] = TRAINER_CHECKPOINT) -> Path | None:
+    """The complete checkpoint with the highest step in ``output_dir`` whose name matches ``pattern``, or None.
+
+    A folder is complete once its ``trainer_state.json`` (the Trainer writes it last) reads; a file is complete by
+    being there (write it to another name and rename it). transformers' `get_last_checkpoint` would return a
+    folder cut while saving.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in output_dir.iterdir() if (m := pattern.match(p.name)))
+    complete = [p for _, p in found if p.is_file() or _readable_json(p / TRAINER_STATE_NAME)]
+    if found and (not complete or found[-1][1] != complete[-1]):
+        logger.warning("skipping incomplete checkpoint %s (the job stopped while saving it)", found[-1][1])
+    return complete[-1] if complete else None
+
+
+def _readable_json(path: Path) -> bool:
     try:
         json.loads(path.read_text())
     except (OSError, ValueError):
         return False
     return True
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model named by the PEFT adapter saved in folder ``path``; None when ``path`` holds no adapter (or a
+    whole model beside one)."""
+    path = Path(path).expanduser()
+    if not (path / ADAPTER_CONFIG_NAME).is_file() or (path / CONFIG_NAME).is_file():
+        return None
+    base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    if not base:
+        raise ValueError(
+            f"{path / ADAPTER_CONFIG_NAME} names no base_model_name_or_path; merge the adapter or fix its config"
+        )
+    return base
 
 
 def has_full_weights(checkpoint: str | Path) -> bool:

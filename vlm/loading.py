@@ -20,7 +20,6 @@ processors require torchvision. Where torchvision is missing, the processor is l
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +43,8 @@ from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 from transformers.utils import is_torchvision_available
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
+from .checkpoints import adapter_base
+
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -60,6 +61,10 @@ def load_model_and_processor(
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load ``model_args.model_name_or_path`` with ``AutoModelForImageTextToText`` and its processor.
 
+    A PEFT adapter folder (``adapter_config.json`` and no ``config.json``) loads for inference as its base model
+    (same flags) with the adapter applied and, unless the base is quantized, merged in; the processor saved beside
+    the adapter is used when there is one.
+
     Args:
         model_args: TRL's model flags. ``dtype`` is ``"auto"``, ``"bfloat16"``, ``"float16"`` or ``"float32"``;
             ``load_in_4bit`` / ``load_in_8bit`` quantize with bitsandbytes (QLoRA: needs ``use_peft``).
@@ -75,9 +80,25 @@ def load_model_and_processor(
 
     Raises:
         ValueError: no model name, a model that is not an image-text-to-text model, quantization without LoRA,
-            LoRA without target modules, or a pixel budget for a fixed-size processor.
+            LoRA without target modules, a pixel budget for a fixed-size processor, or an adapter to train.
         FileNotFoundError: a local path that does not exist or holds no model config.
     """
+    base = adapter_base(model_args.model_name_or_path) if model_args.model_name_or_path else None
+    if base is not None:
+        if for_training:
+            raise ValueError(
+                f"--model_name_or_path {model_args.model_name_or_path!r} holds a LoRA adapter, not a model to train: "
+                "merge it with vlm.merge_lora_adapter(...) or train from its base model"
+            )
+        return _load_adapter(
+            Path(model_args.model_name_or_path).expanduser(),
+            replace(model_args, model_name_or_path=base),
+            trust_remote_code=trust_remote_code,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            processor_kwargs=processor_kwargs,
+            device_map=device_map,
+        )
     name = _checked_name_or_path(model_args.model_name_or_path)
     config = _load_config(name, model_args.model_revision, trust_remote_code)
     if type(config) not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING and not trust_remote_code:
@@ -265,20 +286,39 @@ def merge_lora_adapter(
     when there is one, else the base model's.
     """
     adapter_path = Path(adapter_path)
-    adapter_config_file = adapter_path / "adapter_config.json"
-    if not adapter_config_file.is_file():
+    base = base_model_name_or_path or adapter_base(adapter_path)
+    if base is None:
         raise FileNotFoundError(f"adapter_path {str(adapter_path)!r} holds no adapter_config.json")
-    base = base_model_name_or_path or json.loads(adapter_config_file.read_text())["base_model_name_or_path"]
-    model, processor = load_model_and_processor(
-        ModelConfig(model_name_or_path=base, dtype=dtype), trust_remote_code=trust_remote_code
-    )
-    merged = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-    if (adapter_path / "processor_config.json").is_file():
-        processor = load_processor(str(adapter_path), config=model.config, trust_remote_code=trust_remote_code)
+    base_args = ModelConfig(model_name_or_path=base, dtype=dtype)
+    merged, processor = _load_adapter(adapter_path, base_args, trust_remote_code=trust_remote_code)
     output_dir = Path(output_dir)
     merged.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir
+
+
+def _load_adapter(
+    adapter_path: Path,
+    base_args: ModelConfig,
+    *,
+    trust_remote_code: bool = False,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    processor_kwargs: dict | None = None,
+    device_map: str | dict | None = None,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The base model of ``base_args`` (eval mode) with the adapter of ``adapter_path``, merged unless quantized."""
+    processor_args = {"trust_remote_code": trust_remote_code, "min_pixels": min_pixels, "max_pixels": max_pixels}
+    model, processor = load_model_and_processor(
+        base_args, device_map=device_map, processor_kwargs=processor_kwargs, **processor_args
+    )
+    model = PeftModel.from_pretrained(model, adapter_path)
+    if not (base_args.load_in_4bit or base_args.load_in_8bit):
+        model = model.merge_and_unload()
+    model.eval()
+    if (adapter_path / "processor_config.json").is_file():
+        processor = load_processor(str(adapter_path), config=model.config, **processor_args, **(processor_kwargs or {}))
+    return model, processor
 
 
 def _checked_name_or_path(name_or_path: str | None) -> str:
@@ -289,11 +329,6 @@ def _checked_name_or_path(name_or_path: str | None) -> str:
     if looks_local and not path.exists():
         raise FileNotFoundError(f"--model_name_or_path {name_or_path!r}: no such directory")
     if path.is_dir():
-        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-            raise ValueError(
-                f"--model_name_or_path {name_or_path!r} holds a LoRA adapter, not a model: merge it with "
-                "vlm.merge_lora_adapter(...) or load its base model"
-            )
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--model_name_or_path {name_or_path!r}: the directory holds no config.json")
         return str(path)
