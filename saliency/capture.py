@@ -21,6 +21,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .adapters import ModelAdapter
+from .attention_implementation import attention_implementation
 
 TRACE_PREFIX = "saliency_trace_over_"
 
@@ -85,7 +86,7 @@ class Recorder:
 
 
 def _original_attention(name: str, module: torch.nn.Module):
-    if name == "eager":
+    if name == "eager":  # eager attention is not in the registry: each modeling file defines its own function
         return sys.modules[type(module).__module__].eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS.get_interface(name, None)
 
@@ -98,8 +99,7 @@ def traced_attention(
 
     ``layers``: the decoder layers whose attention calls reach the recorder (all when None); the others run plain.
     """
-    config = adapter.text_config
-    original = config._attn_implementation or "sdpa"
+    original = adapter.text_config._attn_implementation or "sdpa"
     if original.startswith(TRACE_PREFIX):
         raise RuntimeError("this model is already being traced; nested tracing is not supported")
     name = f"{TRACE_PREFIX}{original}_{uuid.uuid4().hex[:8]}"
@@ -150,19 +150,14 @@ def traced_attention(
     if any(getattr(a, "layer_idx", None) != i for i, a in enumerate(attentions)):
         raise ValueError("the text decoder's attention modules must carry layer_idx = their index")
     handles = []
-    ALL_ATTENTION_FUNCTIONS.register(name, traced)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
-    try:
-        config._attn_implementation = name
-        handles.append(adapter.final_norm.register_forward_pre_hook(norm_hook))
-        handles.append(adapter.model.register_forward_pre_hook(input_hook, with_kwargs=True))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        config._attn_implementation = original
-        del ALL_ATTENTION_FUNCTIONS._global_mapping[name]
-        del ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[name]
+    with attention_implementation(adapter.text_model, name, traced, ALL_MASK_ATTENTION_FUNCTIONS[original]):
+        try:
+            handles.append(adapter.final_norm.register_forward_pre_hook(norm_hook))
+            handles.append(adapter.model.register_forward_pre_hook(input_hook, with_kwargs=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @dataclass

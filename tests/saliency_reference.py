@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import torch
 from transformers import AutoModelForImageTextToText, LogitsProcessor, LogitsProcessorList
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from saliency import SpecialTokens
+from saliency.attention_implementation import attention_implementation
 from vlm.tiny_configs import TinyTokenIds, tiny_model_config
 
 IDS = TinyTokenIds(vocab_size=64, pad=0, bos=1, eos=2, image=3, video=4, vision_start=5, vision_end=6)
@@ -26,6 +29,15 @@ def tiny_vlm(family: str, dtype: torch.dtype = torch.float64, seed: int = 0, **c
     model.generation_config.pad_token_id = IDS.pad
     model.generation_config.eos_token_id = IDS.eos
     return model
+
+
+def attention_state(model) -> dict:
+    """The attention implementation of each of the model's configs, and every registered attention and mask function."""
+    configs = (model.config, model.config.text_config, model.config.vision_config)
+    return {
+        "attn": tuple(config._attn_implementation for config in configs),
+        "registered": (sorted(ALL_ATTENTION_FUNCTIONS), sorted(ALL_MASK_ATTENTION_FUNCTIONS)),
+    }
 
 
 def image_tokens(model, family: str, grid: tuple[int, int]) -> int:
@@ -108,7 +120,6 @@ def reference_scores(
     model, input_ids, attention_mask, vision, prompt_length: int, spans: list, row: str = "q", layers=None
 ) -> list:
     """Brute-force direct and flow scores (K, N) per sample, None where ``spans`` is None; ``layers``: summed ones."""
-    model.config.text_config._attn_implementation = "eager"
     text = model.model.language_model
     captured = {}
     hooks = [
@@ -117,11 +128,11 @@ def reference_scores(
     ]
     hooks.append(text.norm.register_forward_pre_hook(lambda m, a: captured.__setitem__("r", a[0])))
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True, **vision)
+        with attention_implementation(text, "eager"):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True, **vision)
     finally:
         for h in hooks:
             h.remove()
-        model.config.text_config._attn_implementation = "sdpa"
     heads, kv_heads = text.config.num_attention_heads, text.config.num_key_value_heads
     head_dim = text.layers[0].self_attn.head_dim
     eps = text.norm.variance_epsilon

@@ -10,15 +10,15 @@ from saliency_reference import (
     IM_END,
     THINK,
     TOKENS,
+    attention_state,
     prompt_batch,
     right_pad,
     text_inputs,
     tiny_vlm,
     vision_inputs,
 )
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from saliency.attention_implementation import attention_implementation
 from saliency.baselines import (
     BASELINES,
     RISE,
@@ -160,12 +160,8 @@ def test_attention_baselines_read_the_models_own_weights_at_the_answer_rows(fami
     model = tiny_vlm(family, torch.float32, **SMALL)
     prompt, prompt_mask, completion_ids, completion_mask, vision = _inputs(model, family)
     inputs = _full_inputs(prompt, prompt_mask, completion_ids, completion_mask, vision)
-    model.config.text_config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
-            attentions = model(**inputs, output_attentions=True).attentions
-    finally:
-        model.config.text_config._attn_implementation = "sdpa"
+    with attention_implementation(model.model.language_model, "eager"), torch.no_grad():
+        attentions = model(**inputs, output_attentions=True).attentions
     raw = RawAttention(model, TOKENS).attribute(prompt, completion_ids, prompt_mask, completion_mask, **vision)
     rollout = AttentionRollout(model, TOKENS).attribute(prompt, completion_ids, prompt_mask, completion_mask, **vision)
     mean = torch.stack(attentions).mean((0, 2))  # (B, L, L) over layers and heads
@@ -226,9 +222,8 @@ def _state(model):
     # transformers installs its own output-capturing hooks, for good, the first time attentions are asked for.
     hooks = [h for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())]
     return {
-        "attn": model.config.text_config._attn_implementation,
+        **attention_state(model),
         "hooks": sum(getattr(h, "__name__", "") != "output_capturing_hook" for h in hooks),
-        "registered": (len(ALL_ATTENTION_FUNCTIONS._global_mapping), len(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping)),
         "grad": [p.grad is None for p in model.parameters()],
     }
 

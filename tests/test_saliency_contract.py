@@ -2,9 +2,17 @@
 
 import pytest
 import torch
-from saliency_reference import END_THINK, IM_END, THINK, TOKENS, prompt_batch, text_inputs, tiny_vlm, vision_inputs
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from saliency_reference import (
+    END_THINK,
+    IM_END,
+    THINK,
+    TOKENS,
+    attention_state,
+    prompt_batch,
+    text_inputs,
+    tiny_vlm,
+    vision_inputs,
+)
 
 from saliency import SaliencyTracer
 from saliency.capture import TRACE_PREFIX
@@ -21,23 +29,15 @@ def setup():
 
 
 def _state(model):
-    modules = list(model.modules())
-    return {
-        "attn": (
-            model.config._attn_implementation,
-            model.config.text_config._attn_implementation,
-            model.config.vision_config._attn_implementation,
-        ),
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules),
-        "registered": sorted(k for k in ALL_ATTENTION_FUNCTIONS._global_mapping if k.startswith(TRACE_PREFIX))
-        + sorted(k for k in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping if k.startswith(TRACE_PREFIX)),
-    }
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return {**attention_state(model), "hooks": hooks}
 
 
 def test_everything_is_restored_after_normal_exit(setup):
     model, prompt, prompt_mask, vision = setup
     before = _state(model)
-    assert before["attn"][1] == "sdpa" and before["registered"] == []
+    assert before["attn"][1] == "sdpa"
+    assert not [name for names in before["registered"] for name in names if name.startswith(TRACE_PREFIX)]
     SaliencyTracer(model, TOKENS).score(prompt, torch.tensor([COMPLETION]), prompt_mask, **vision)
     assert _state(model) == before
 
@@ -111,9 +111,10 @@ def test_nested_tracing_is_refused(setup):
     from saliency.capture import Recorder, traced_attention
 
     tracer = SaliencyTracer(model, TOKENS)
+    before = _state(model)
     with traced_attention(tracer.adapter, Recorder()), pytest.raises(RuntimeError, match="already being traced"):
         tracer.score(prompt, torch.tensor([COMPLETION]), prompt_mask, **vision)
-    assert _state(model)["registered"] == []
+    assert _state(model) == before
 
 
 def test_only_the_chosen_layers_reach_the_recorder(setup):

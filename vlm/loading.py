@@ -234,6 +234,10 @@ def drop_saved_truncation(processor: ProcessorMixin) -> None:
 def image_only_processor_class(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """``processor_class`` without its video processor: it saves and loads the same files, images and text only."""
 
+    # transformers 5 has no public way to load a processor without one of its sub-processors (`video_processor=None`
+    # counts as not given and the video processor, which needs torchvision, is loaded anyway). This subclass depends
+    # on `ProcessorMixin` taking its sub-processors from `get_attributes()`: `from_pretrained` loads and `__init__`
+    # sets only the attributes listed there, so leaving out "video_processor" skips it.
     def get_attributes(cls) -> list[str]:
         return [name for name in processor_class.get_attributes() if name != "video_processor"]
 

@@ -6,25 +6,19 @@ Both need the full attention matrices, so they run the text decoder with eager a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import torch
 
 from ..adapters import ModelAdapter
+from ..attention_implementation import attention_implementation
 from .base import Attribution, TeacherForcedBatch
 
 
-@contextmanager
-def eager_attention(adapter: ModelAdapter) -> Iterator[None]:
+def eager_attention(adapter: ModelAdapter) -> AbstractContextManager[None]:
     """Run the text decoder with eager attention inside the block; its own implementation is restored on exit."""
-    config = adapter.text_config
-    original = config._attn_implementation
-    config._attn_implementation = "eager"
-    try:
-        yield
-    finally:
-        config._attn_implementation = original
+    return attention_implementation(adapter.text_model, "eager")
 
 
 def attention_rollout(attentions: Sequence[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
