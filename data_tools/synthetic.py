@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features, Value
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
@@ -60,6 +60,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "left_of", "count")
 HALVES: tuple[str, ...] = ("top", "bottom", "left", "right")
+DECOY_QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "left_of")
+DECOY_SIZE = 16
+"""Side in pixels of the decoy swatch, drawn in the bottom-right corner (less than one 28-px image token)."""
 MAX_COUNT = 3
 DATASET_NAME = "synthetic_shapes"
 
@@ -84,6 +87,13 @@ class SyntheticConfig:
     question_types: tuple[str, ...] = field(
         default=QUESTION_TYPES, metadata={"help": f"Question types, a subset of {QUESTION_TYPES}, used in turn."}
     )
+    decoy: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the bottom-right corner free for a decoy cue (see decoy_box); rows then carry a "
+            f"decoy_answer column. Needs question types from {DECOY_QUESTION_TYPES}."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name, chosen, known in (
@@ -104,6 +114,13 @@ class SyntheticConfig:
             raise ValueError(f"SyntheticConfig: shapes of {self.min_size_px} px are too small; enlarge the image")
         if self.background in COLORS.values():
             raise ValueError(f"SyntheticConfig.background {self.background} equals a shape colour")
+        if self.decoy and not set(self.question_types) <= set(DECOY_QUESTION_TYPES):
+            raise ValueError(
+                f"SyntheticConfig.decoy needs question_types within {DECOY_QUESTION_TYPES} (a count question's "
+                f"evidence is half the image, so a cue cannot stay outside it), got {self.question_types}"
+            )
+        if self.decoy and min(self.width, self.height) < 4 * (DECOY_SIZE + self.gap):
+            raise ValueError(f"SyntheticConfig.decoy: images of {self.width} x {self.height} px leave no room")
 
     @property
     def min_size_px(self) -> int:
@@ -175,6 +192,7 @@ class SyntheticExample:
     solution: str
     bbox: list[list[float]]
     reasoning: str
+    decoy_answer: str = ""
 
     @property
     def dataset(self) -> str:
@@ -374,9 +392,40 @@ def _place(
         obj = ShapeObject(shape, color, x, y, size)
         if any(o.overlaps(x, y, size, config.gap) for o in placed) or (accept and not accept(obj)):
             continue
+        if config.decoy and _decoy_cell(config).overlaps(x, y, size, config.gap):
+            continue
         placed.append(obj)
         return obj
     raise _Crowded
+
+
+def decoy_box(config: SyntheticConfig) -> tuple[int, int, int, int]:
+    """Pixel box ``(left, top, right + 1, bottom + 1)`` of the decoy swatch: the bottom-right corner, ``gap`` px in.
+    With ``config.decoy`` no shape comes closer to it than ``gap`` pixels, so it never touches an evidence box."""
+    right, bottom = config.width - config.gap, config.height - config.gap
+    return right - DECOY_SIZE, bottom - DECOY_SIZE, right, bottom
+
+
+def _decoy_cell(config: SyntheticConfig) -> ShapeObject:
+    x, y, _, _ = decoy_box(config)
+    return ShapeObject("square", "grey", x, y, DECOY_SIZE)
+
+
+def answer_set(question_type: str, config: SyntheticConfig) -> tuple[str, ...]:
+    """Every answer a question type can have (the answers are drawn uniformly from it)."""
+    if question_type == "color":
+        return config.colors
+    if question_type in ("shape", "left_of"):
+        return config.shapes
+    return tuple(str(n) for n in range(MAX_COUNT + 1))
+
+
+def decoy_grey(answer: str, question_type: str, config: SyntheticConfig) -> tuple[int, int, int]:
+    """The swatch colour that says ``answer``: a grey level, evenly spaced from 40 to 200 over the type's answers
+    (no shape is grey, and the background is white, so the cue is one flat patch that names the answer)."""
+    answers = answer_set(question_type, config)
+    level = round(40 + 160 * answers.index(answer) / (len(answers) - 1))
+    return level, level, level
 
 
 def _where(obj: ShapeObject, config: SyntheticConfig) -> str:
@@ -469,9 +518,20 @@ def render(objects: Sequence[ShapeObject], config: SyntheticConfig) -> Image.Ima
     return image
 
 
-def make_example(seed: int, split: str, index: int, config: SyntheticConfig | None = None) -> SyntheticExample:
-    """Generate row ``index`` of ``split``; a pure function of its arguments."""
+def make_example(
+    seed: int, split: str, index: int, config: SyntheticConfig | None = None, cue: str | None = None
+) -> SyntheticExample:
+    """Generate row ``index`` of ``split``; a pure function of its arguments.
+
+    ``cue`` (needs ``config.decoy``) draws the decoy swatch (:func:`decoy_box`, :func:`decoy_grey`): ``"agree"``
+    says the row's answer, ``"conflict"`` a wrong answer drawn from the row's own random stream. The scene is the
+    same with and without a cue.
+    """
     config = config or SyntheticConfig()
+    if cue not in (None, "agree", "conflict"):
+        raise ValueError(f"cue must be None, 'agree' or 'conflict', got {cue!r}")
+    if cue and not config.decoy:
+        raise ValueError("a decoy cue needs SyntheticConfig(decoy=True), which keeps its corner free of shapes")
     rng = random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}")
     qtype = config.question_types[index % len(config.question_types)]
     for _ in range(200):
@@ -487,15 +547,24 @@ def make_example(seed: int, split: str, index: int, config: SyntheticConfig | No
             continue
     else:
         raise RuntimeError(f"could not place a {qtype!r} scene in {config}; use larger images or fewer objects")
+    question_id = f"{DATASET_NAME}-{split}-{seed}-{index:06d}"
+    image = render(objects, config)
+    decoy_answer = ""
+    if cue:
+        wrong = [a for a in answer_set(qtype, config) if a != answer]
+        decoy_answer = answer if cue == "agree" else random.Random(f"{question_id}/decoy").choice(wrong)
+        x0, y0, x1, y1 = decoy_box(config)
+        ImageDraw.Draw(image).rectangle((x0, y0, x1 - 1, y1 - 1), fill=decoy_grey(decoy_answer, qtype, config))
     return SyntheticExample(
-        question_id=f"{DATASET_NAME}-{split}-{seed}-{index:06d}",
+        question_id=question_id,
         question_type=qtype,
-        image=render(objects, config),
+        image=image,
         objects=tuple(objects),
         problem=problem,
         solution=answer,
         bbox=boxes,
         reasoning=reasoning,
+        decoy_answer=decoy_answer,
     )
 
 
@@ -506,7 +575,13 @@ def _png(image: Image.Image) -> dict:
 
 
 def generate_split(
-    split: str, num_rows: int, seed: int = 0, config: SyntheticConfig | None = None, kind: str | None = None
+    split: str,
+    num_rows: int,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+    kind: str | None = None,
+    cue: str | None = None,
+    cue_fraction: float = 1.0,
 ) -> Dataset:
     """Generate ``num_rows`` rows of ``split`` laid out as ``kind`` (``"sft"``, ``"rl"``, ``"eval"``, ``"caption"``;
     default: split).
@@ -522,13 +597,21 @@ def generate_split(
     full scenes (:func:`short_answer_task`), ``dataset`` ``synthetic_shapes/grounding/<task>``. Captions, perception
     and grounding rows are the pre-training of the tiny base model (``vlm/tiny_base/``), which stands in for a
     pretrained VLM.
+
+    With ``config.decoy`` every row has a ``decoy_answer`` column: what the decoy swatch says, ``""`` without one.
+    ``cue="agree"`` draws a swatch that says the answer on a fraction ``cue_fraction`` of the rows (chosen from each
+    row's random stream), ``cue="conflict"`` one that says a wrong answer on every row (:func:`make_example`).
     """
     kind = kind or split
+    if not 0.0 <= cue_fraction <= 1.0:
+        raise ValueError(f"cue_fraction must lie in [0, 1], got {cue_fraction}")
     if kind not in ("sft", "rl", "eval", "caption", "perception", "grounding"):
         raise ValueError(f"kind must be 'sft', 'rl', 'eval', 'caption', 'perception' or 'grounding', got {kind!r}")
     columns: dict[str, list] = {}
     for index in tqdm(range(num_rows), desc=f"synthetic {split}", disable=num_rows < 500):
-        ex = make_example(seed, split, index, config)
+        draw = random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}/cue").random()
+        row_cue = cue if cue == "conflict" or (cue == "agree" and draw < cue_fraction) else None
+        ex = make_example(seed, split, index, config, row_cue)
         if kind == "sft":
             row = {"messages": sft_messages(ex.problem, ex.reasoning, ex.solution), "images": [_png(ex.image)]}
         elif kind == "caption":
@@ -551,9 +634,13 @@ def generate_split(
             if kind == "eval":
                 row["reasoning"] = ex.reasoning
         row = {"dataset": ex.dataset, "question_id": ex.question_id} | row
+        if config is not None and config.decoy:
+            row["decoy_answer"] = ex.decoy_answer
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
     features = {"rl": RL_FEATURES, "eval": EVAL_FEATURES}.get(kind, SFT_FEATURES)
+    if config is not None and config.decoy:
+        features = Features({**features, "decoy_answer": Value("string")})
     if not columns:
         columns = {name: [] for name in features}
     return Dataset.from_dict(columns, features=features)
@@ -568,14 +655,26 @@ def generate_synthetic(
     num_caption: int = 0,
     num_perception: int = 0,
     num_grounding: int = 0,
+    decoy_fraction: float = 1.0,
 ) -> DatasetDict:
     """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding``
-    splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` > 0 (see :func:`generate_split`)."""
+    splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` > 0 (see :func:`generate_split`).
+
+    With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
+    a swatch that says the answer, and ``eval`` is replaced by two held-out splits of the same ``num_eval`` scenes:
+    ``clean`` (no swatch) and ``conflict`` (a swatch that says a wrong answer).
+    """
+    decoy = config is not None and config.decoy
+    cue = "agree" if decoy else None
     splits = {
-        "sft": generate_split("sft", num_sft, seed, config),
-        "rl": generate_split("rl", num_rl, seed, config),
-        "eval": generate_split("eval", num_eval, seed, config),
+        "sft": generate_split("sft", num_sft, seed, config, cue=cue, cue_fraction=decoy_fraction),
+        "rl": generate_split("rl", num_rl, seed, config, cue=cue, cue_fraction=decoy_fraction),
     }
+    if decoy:
+        splits["clean"] = generate_split("eval", num_eval, seed, config)
+        splits["conflict"] = generate_split("eval", num_eval, seed, config, cue="conflict")
+    else:
+        splits["eval"] = generate_split("eval", num_eval, seed, config)
     if num_caption:
         splits["caption"] = generate_split("caption", num_caption, seed, config)
     if num_perception:
@@ -612,14 +711,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Rows in the grounding split (second pre-training stage of the tiny base: pointing and reading on "
         "full scenes, a quarter perception rows); 0: none.",
     )
+    parser.add_argument(
+        "--decoy_fraction",
+        type=float,
+        default=None,
+        help="Make the decoy benchmark: questions about colour, shape and left_of only; a grey swatch in the "
+        "bottom-right corner whose shade says the answer on this fraction of the sft and rl rows; held-out splits "
+        "clean (no swatch) and conflict (the swatch says a wrong answer) instead of eval. Default: no decoy.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
     for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    if args.decoy_fraction is not None and not 0.0 <= args.decoy_fraction <= 1.0:
+        parser.error(f"--decoy_fraction must lie in [0, 1], got {args.decoy_fraction}")
     start = time.perf_counter()
-    config = SyntheticConfig(width=args.image_size, height=args.image_size)
+    decoy = {} if args.decoy_fraction is None else {"decoy": True, "question_types": DECOY_QUESTION_TYPES}
+    config = SyntheticConfig(width=args.image_size, height=args.image_size, **decoy)
     data = generate_synthetic(
         args.num_sft,
         args.num_rl,
@@ -629,6 +739,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.num_caption,
         args.num_perception,
         args.num_grounding,
+        1.0 if args.decoy_fraction is None else args.decoy_fraction,
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})

@@ -10,9 +10,13 @@ from datasets import load_from_disk
 from data_tools import SYSTEM_PROMPT, SyntheticConfig, corpus_texts, generate_synthetic, make_example, validate_rows
 from data_tools.synthetic import (
     COLORS,
+    DECOY_QUESTION_TYPES,
     PERCEPTION_TASKS,
     QUESTION_TYPES,
     SHAPES,
+    answer_set,
+    decoy_box,
+    decoy_grey,
     location_phrase,
     main,
     perception_texts,
@@ -267,3 +271,78 @@ def test_the_module_runs_as_a_script_without_a_runpy_warning(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert len(load_from_disk(str(tmp_path / "d"))["sft"]) == 2
+
+
+DECOY = SyntheticConfig(decoy=True, question_types=DECOY_QUESTION_TYPES)
+
+
+def _swatch(image) -> np.ndarray:
+    x0, y0, x1, y1 = decoy_box(DECOY)
+    return np.asarray(image)[y0:y1, x0:x1]
+
+
+def test_decoy_swatch_says_its_answer_and_never_touches_a_shape_or_the_evidence():
+    data = generate_synthetic(60, 60, 30, seed=4, config=DECOY, decoy_fraction=0.5)
+    x0, y0, x1, y1 = decoy_box(DECOY)
+    cued = 0
+    for split in ("rl", "clean", "conflict"):
+        for row in data[split]:
+            image = np.asarray(row["image"])
+            qtype = row["dataset"].split("/")[1]
+            if row["decoy_answer"]:
+                cued += 1
+                assert (_swatch(row["image"]) == decoy_grey(row["decoy_answer"], qtype, DECOY)).all()
+                assert row["decoy_answer"] in answer_set(qtype, DECOY)
+            else:  # no swatch: the corner is background
+                assert (_swatch(row["image"]) == DECOY.background).all()
+            # every pixel outside the swatch is the background or a shape colour (the swatch's grey is nowhere else)
+            outside = image.copy()
+            outside[y0:y1, x0:x1] = DECOY.background
+            allowed = {DECOY.background, *COLORS.values()}
+            assert {tuple(p) for p in outside.reshape(-1, 3)} <= allowed
+            for bx0, by0, bx1, by1 in row["bbox"]:  # the evidence stays clear of the swatch by the gap
+                W, H = DECOY.width, DECOY.height
+                assert bx1 * W + DECOY.gap <= x0 or by1 * H + DECOY.gap <= y0
+    assert cued > 0
+
+
+def test_decoy_splits_clean_and_conflict_show_the_same_scenes_and_the_conflict_cue_lies():
+    data = generate_synthetic(4, 4, 24, seed=5, config=DECOY)
+    assert set(data) == {"sft", "rl", "clean", "conflict"}
+    assert set(data["clean"]["decoy_answer"]) == {""}
+    for clean, conflict in zip(data["clean"], data["conflict"]):
+        assert clean["question_id"] == conflict["question_id"] and clean["bbox"] == conflict["bbox"]
+        assert conflict["decoy_answer"] not in ("", conflict["solution"])
+        a, b = np.asarray(clean["image"]).copy(), np.asarray(conflict["image"]).copy()
+        x0, y0, x1, y1 = decoy_box(DECOY)
+        a[y0:y1, x0:x1] = b[y0:y1, x0:x1] = 0
+        assert (a == b).all()
+    assert {r.split("/")[1] for r in data["clean"]["dataset"]} == set(DECOY_QUESTION_TYPES)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.7, 1.0])
+def test_decoy_fraction_of_training_rows_carry_a_cue_that_agrees(fraction):
+    data = generate_synthetic(400, 10, 2, seed=6, config=DECOY, decoy_fraction=fraction)
+    said = data["sft"]["decoy_answer"]
+    share = sum(1 for s in said if s) / len(said)
+    assert abs(share - fraction) < 0.07
+    answers = [m[-1]["content"][0]["text"].rsplit(">", 1)[1] for m in data["sft"]["messages"]]
+    assert all(s in ("", a) for s, a in zip(said, answers))
+
+
+def test_decoy_is_refused_where_it_cannot_stay_off_the_evidence():
+    with pytest.raises(ValueError, match="count"):
+        SyntheticConfig(decoy=True)
+    with pytest.raises(ValueError, match="decoy=True"):
+        make_example(0, "rl", 0, CONFIG, cue="agree")
+    with pytest.raises(ValueError, match="cue_fraction"):
+        generate_synthetic(2, 2, 2, config=DECOY, decoy_fraction=1.5)
+    with pytest.raises(SystemExit):
+        main(["--output_dir", "unused", "--decoy_fraction", "-0.1"])
+
+
+def test_cli_writes_the_decoy_benchmark(tmp_path):
+    main(["--output_dir", str(tmp_path / "d"), "--num_sft", "3", "--num_rl", "3", "--num_eval", "5",
+          "--decoy_fraction", "0.9"])  # fmt: skip
+    data = load_from_disk(str(tmp_path / "d"))
+    assert {k: len(v) for k, v in data.items()} == {"sft": 3, "rl": 3, "clean": 5, "conflict": 5}
