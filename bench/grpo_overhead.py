@@ -22,19 +22,19 @@ from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
 from vlm import load_model_and_processor
 
 VARIANTS = {
-    "with saliency reward": ({"format": 1.0, "accuracy": 1.0, "saliency": 1.0}, True),
-    "without (format + accuracy, no tracing)": ({"format": 1.0, "accuracy": 1.0}, False),
+    "with saliency reward": (["format", "accuracy", "saliency"], True),
+    "without (format + accuracy, no tracing)": (["format", "accuracy"], False),
 }
 
 
-def step_logs(args: argparse.Namespace, weights: dict[str, float], trace: bool, seed: int) -> list[dict]:
+def step_logs(args: argparse.Namespace, rewards: list[str], trace: bool, seed: int) -> list[dict]:
     model, processor = load_model_and_processor(
         ModelConfig(model_name_or_path=args.model_name_or_path, dtype="float32"),
         for_training=True,
         min_pixels=args.pixels,
         max_pixels=args.pixels,
     )
-    funcs, reward_weights = get_reward_funcs(weights)
+    funcs = get_reward_funcs(rewards)
     with tempfile.TemporaryDirectory() as out:
         config = SaliencyGRPOConfig(
             output_dir=out,
@@ -43,7 +43,6 @@ def step_logs(args: argparse.Namespace, weights: dict[str, float], trace: bool, 
             num_generations=args.num_generations,
             max_completion_length=args.max_completion_length,
             learning_rate=5e-5,
-            reward_weights=reward_weights,
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -80,8 +79,8 @@ def main() -> None:
 
     logs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for round_index in range(args.rounds):
-        for name, (weights, trace) in VARIANTS.items():
-            logs[name] += step_logs(args, weights, trace, seed=round_index)
+        for name, (rewards, trace) in VARIANTS.items():
+            logs[name] += step_logs(args, rewards, trace, seed=round_index)
     base = statistics.median(e["step_time"] for e in logs["without (format + accuracy, no tracing)"])
     print("| variant | steps | median step (s) | ratio | mean completion tokens | tracer share of step |")
     print("|---|---|---|---|---|---|")

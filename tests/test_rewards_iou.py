@@ -200,5 +200,5 @@ def test_frames_by_family_and_by_name():
             )
     with pytest.raises(ValueError, match="coordinate_frame 'pixels'"):
         iou_reward_for("pixels")
-    funcs, _ = get_reward_funcs({"format": 1.0, "iou": 1.0}, iou_coordinate_frame="input_pixels")
+    funcs = get_reward_funcs(["format", "iou"], iou_coordinate_frame="input_pixels")
     assert funcs[1].__name__ == "iou_reward" and funcs[1].reads_image_input_size

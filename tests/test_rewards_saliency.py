@@ -1,17 +1,15 @@
-"""The saliency reward as the trainer calls it, and composing rewards with weights."""
+"""The saliency reward as the trainer calls it, and choosing rewards by name or import path with their options."""
 
-import math
 import pickle
+import sys
 
 import numpy as np
 import pytest
 
 from rewards import (
-    DEFAULT_REWARD_WEIGHTS,
+    DEFAULT_REWARD_FUNCS,
     REWARD_FUNCS,
     SaliencyReward,
-    accuracy_reward,
-    combine,
     format_reward,
     get_reward_funcs,
 )
@@ -126,48 +124,49 @@ def test_saliency_reward_pickles_with_its_settings():
     assert (reward.metric, reward.map_key, reward.__name__) == ("pg", "saliency_map_direct", "saliency_direct_pg")
 
 
-def test_get_reward_funcs_for_trl():
-    funcs, weights = get_reward_funcs()
+def test_get_reward_funcs_by_name():
+    funcs = get_reward_funcs()
     assert [f.__name__ for f in funcs] == ["format_reward", "accuracy_reward", "saliency_energy_pg"]
-    assert weights == [1.0, 1.0, 1.0] and list(DEFAULT_REWARD_WEIGHTS) == ["format", "accuracy", "saliency"]
-    funcs, weights = get_reward_funcs({"format": 0.5, "saliency_direct_pg": 2})
-    assert [f.__name__ for f in funcs] == ["format_reward", "saliency_direct_pg"] and weights == [0.5, 2.0]
+    assert DEFAULT_REWARD_FUNCS == ("format", "accuracy", "saliency")
+    funcs = get_reward_funcs(["format", "saliency_direct_pg", "saliency_pg"], pointing_tolerance_px=2.0)
+    assert [f.__name__ for f in funcs] == ["format_reward", "saliency_direct_pg", "saliency_pg"]
+    assert funcs[1].tolerance_px == funcs[2].tolerance_px == 2.0
     # Each call gets its own SaliencyReward, so two trainers do not share counts.
-    assert get_reward_funcs()[0][2] is not get_reward_funcs()[0][2]
-    with pytest.raises(ValueError, match="unknown reward"):
-        get_reward_funcs({"formatt": 1.0})
-    assert set(REWARD_FUNCS) >= {"format", "accuracy", "iou", "saliency", "saliency_pg", "saliency_direct"}
+    assert get_reward_funcs()[2] is not get_reward_funcs()[2]
+    assert set(REWARD_FUNCS) >= {"format", "accuracy", "iou", "judge", "saliency", "saliency_pg", "saliency_direct"}
 
 
-def test_combine_is_the_weighted_sum_trl_computes():
-    completions = [GOOD, "<think>x</think>blue", "red"]
-    total = combine([format_reward, accuracy_reward], [0.5, 2.0], name="fmt_acc")
-    # format: 1, 1, 0; accuracy vs "red": 1, 0, 1  ->  0.5 + 2, 0.5 + 0, 0 + 2
-    assert total(["q"] * 3, completions, solution=["red"] * 3) == [2.5, 0.5, 2.0]
-    assert total.__name__ == "fmt_acc"
-    assert combine([format_reward])(["q"], [GOOD]) == [1.0]
+def test_the_pointing_tolerance_reaches_the_pointing_game_reward():
+    near = np.zeros((8, 8))
+    near[0, 5] = 1.0  # the peak is one pixel right of the box (columns 0-3)
+    box = "[0.0, 0.0, 0.5, 0.5]"
+    strict, tolerant = (get_reward_funcs(["saliency_pg"], pointing_tolerance_px=px)[0] for px in (0.0, 1.5))
+    assert strict(["q"], [GOOD], saliency_map=[near], bbox=[box]) == [0.0]
+    assert tolerant(["q"], [GOOD], saliency_map=[near], bbox=[box]) == [1.0]
 
 
-def test_combine_leaves_out_none_like_trl_nansum():
-    def sometimes_none(prompts, completions, completion_ids=None, **kwargs):
-        return [None, 0.25]
+def test_an_unknown_reward_names_the_flag_and_the_known_rewards():
+    with pytest.raises(ValueError, match=r"--reward_funcs: 'formatt' is neither a known reward \(format, accuracy, "):
+        get_reward_funcs(["formatt"])
+    with pytest.raises(ValueError, match="--reward_funcs: cannot import the reward 'rewards.no_such_reward'"):
+        get_reward_funcs(["rewards.no_such_reward"])
+    with pytest.raises(ValueError, match="--reward_funcs: cannot import the reward 'no_such_pkg.reward'"):
+        get_reward_funcs(["no_such_pkg.reward"])
+    with pytest.raises(TypeError, match="'rewards.REWARD_FUNCS' is a dict, not a reward function"):
+        get_reward_funcs(["rewards.REWARD_FUNCS"])
+    with pytest.raises(ValueError, match="at least one reward"):
+        get_reward_funcs([])
+    with pytest.raises(ValueError, match="--judge_model at --judge_base_url: set both"):
+        get_reward_funcs(["judge"], judge={"base_url": "http://127.0.0.1:9/v1"})
 
-    def always_none(prompts, completions, completion_ids=None, **kwargs):
-        return [None, None]
 
-    total = combine([sometimes_none, format_reward], [4.0, 1.0])
-    assert total(["q"] * 2, [GOOD, "bad"]) == [1.0, 1.0]  # [0 + 1, 4 * 0.25 + 0]
-    assert combine([always_none])(["q"] * 2, [GOOD, GOOD]) == [None, None]
-
-
-def test_combine_checks_its_inputs():
-    with pytest.raises(ValueError, match="one weight per reward"):
-        combine([format_reward], [1.0, 2.0])
-    with pytest.raises(ValueError, match="finite"):
-        combine([format_reward], [math.nan])
-
-    def too_short(prompts, completions, completion_ids=None, **kwargs):
-        return [1.0]
-
-    with pytest.raises(ValueError, match="'too_short' returned 1 values for 2"):
-        combine([too_short])(["q"] * 2, [GOOD] * 2)
+def test_a_reward_by_dotted_path_is_imported_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "def length_reward(prompts, completions, **kwargs):\n    return [float(len(c)) for c in completions]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)
+    fmt, length = get_reward_funcs(["format", "my_rewards.length_reward"])
+    assert fmt is format_reward and length.__name__ == "length_reward"
+    assert length(["q"], ["abc"]) == [3.0]

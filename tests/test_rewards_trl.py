@@ -1,4 +1,5 @@
-"""The text rewards plugged unchanged into a plain `trl.GRPOTrainer` on the tiny VLM and synthetic data."""
+"""The text rewards, chosen by name, plugged unchanged into a plain `trl.GRPOTrainer` on the tiny VLM and synthetic
+data; TRL weighs them with `reward_weights`."""
 
 import math
 
@@ -7,7 +8,7 @@ from steering import steer_to
 from trl import GRPOConfig, GRPOTrainer
 
 from data_tools import SYSTEM_PROMPT, generate_synthetic
-from rewards import accuracy_reward, format_reward, iou_reward
+from rewards import accuracy_reward, format_reward, get_reward_funcs, iou_reward
 from vlm import build_tiny_vlm, load_processor
 
 TOKENIZER_TEXTS = [
@@ -47,7 +48,7 @@ def test_text_rewards_in_a_plain_grpo_trainer(tmp_path):
     # Every completion will answer "red" (see steer_to): make that right for half of the rows.
     dataset = dataset.map(lambda row, index: {"solution": "red" if index % 2 else "blue"}, with_indices=True)
     recorder = RecordInputs()
-    reward_funcs = [format_reward, accuracy_reward, iou_reward, recorder]
+    reward_funcs = [*get_reward_funcs(["format", "accuracy", "iou"]), recorder]
     args = GRPOConfig(
         output_dir=str(tmp_path / "out"),
         max_steps=2,

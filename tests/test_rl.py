@@ -52,7 +52,7 @@ def make_trainer(
     model, processor = load_model_and_processor(
         ModelConfig(model_name_or_path=str(model_dir), dtype="float32"), for_training=True
     )
-    funcs, weights = get_reward_funcs(dict.fromkeys(rewards, 1.0), iou_coordinate_frame=iou_frame)
+    funcs = get_reward_funcs(rewards, iou_coordinate_frame=iou_frame)
     recorder = RecordInputs()
     args = SaliencyGRPOConfig(
         output_dir=str(out),
@@ -61,7 +61,7 @@ def make_trainer(
         num_generations=2,
         max_completion_length=24,
         learning_rate=1e-5,
-        reward_weights=[*weights, 0.0],
+        reward_weights=[*[1.0] * len(funcs), 0.0],
         logging_steps=1,
         save_strategy="no",
         report_to="none",
