@@ -1,39 +1,65 @@
-"""Thinking and answer spans of a completion, found on token ids."""
+"""Thinking and answer spans of a completion, found on token ids.
+
+Whether a completion has spans is decided by the grammar of the format reward (`rewards.text.layout`), over the
+kinds of its tokens: the ids of a text have spans exactly when the text's format reward is 1. They can differ only
+where a tag or an end marker is spelled by several tokens, or a whitespace character by byte tokens, none of which
+reads as the tag, marker or whitespace alone; where the tokenizer's EOS or padding is none of `END_MARKERS`; and
+when the prompt opened ``<think>``, which the text does not show.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from rewards.text import END_MARKERS, THINK_CLOSE, THINK_OPEN, Piece, layout, piece_kind
 
 
 @dataclass(frozen=True)
 class SpecialTokens:
     """Token ids the tracer needs to find the spans of a completion.
 
-    ``stop_ids`` are the end-of-turn / EOS / padding ids that are never part of the answer.
+    ``stop_ids`` are the end-of-turn / EOS / padding ids that are never part of the answer; ``blank_ids`` the ids
+    of tokens that decode to whitespace only (or to nothing), which do not make a reasoning or an answer non-empty.
     """
 
     think_open: int
     think_close: int
     stop_ids: frozenset[int]
+    blank_ids: frozenset[int] = field(default=frozenset(), repr=False)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, think_open: str = "<think>", think_close: str = "</think>") -> SpecialTokens:
-        """Read the ids from a tokenizer (or a processor holding one); every tag must be a single known token."""
+    def from_tokenizer(cls, tokenizer) -> SpecialTokens:
+        """Read the ids from a tokenizer (or a processor holding one); each tag must be a single known token.
+
+        The stop ids are those of `rewards.text.END_MARKERS` the vocabulary has, and the tokenizer's EOS and padding.
+        """
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         ids = {}
-        for tag in (think_open, think_close):
+        for tag in (THINK_OPEN, THINK_CLOSE):
             token_id = tokenizer.convert_tokens_to_ids(tag)
             if token_id is None or token_id == tokenizer.unk_token_id:
                 raise ValueError(f"the tokenizer has no single token {tag!r}; add it as a special token")
             ids[tag] = token_id
         stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-        for name in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+        for name in END_MARKERS:
             token_id = tokenizer.convert_tokens_to_ids(name)
             if token_id is not None and token_id != tokenizer.unk_token_id:
                 stops.add(token_id)
         stops.discard(None)
-        return cls(think_open=ids[think_open], think_close=ids[think_close], stop_ids=frozenset(stops))
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+        blanks = frozenset(i for i, text in enumerate(texts) if piece_kind(text) is Piece.BLANK)
+        return cls(ids[THINK_OPEN], ids[THINK_CLOSE], frozenset(stops), blanks)
+
+    def kind(self, token_id: int) -> Piece:
+        """What the token is to the layout of a completion (see `rewards.text.Piece`)."""
+        if token_id == self.think_open:
+            return Piece.OPEN
+        if token_id == self.think_close:
+            return Piece.CLOSE
+        if token_id in self.stop_ids:
+            return Piece.END
+        return Piece.BLANK if token_id in self.blank_ids else Piece.TEXT
 
 
 @dataclass(frozen=True)
@@ -64,36 +90,13 @@ def find_spans(
     """Return the spans of a completion, or a reason why it has no valid ``<think>...</think>answer`` format.
 
     ``open_think_in_prompt`` is the number of prompt tokens that follow a ``<think>`` left open by the prompt
-    (see :func:`prompt_opens_thinking`); those tokens are thinking tokens too. Tokens before ``<think>`` in the
-    completion belong to no span.
+    (see :func:`prompt_opens_thinking`); those tokens are thinking tokens too.
     """
-    ids = list(completion_ids)
-    opens = [i for i, t in enumerate(ids) if t == tokens.think_open]
-    closes = [i for i, t in enumerate(ids) if t == tokens.think_close]
-    if open_think_in_prompt is None:
-        if len(opens) != 1:
-            return f"expected exactly one <think> in the completion, found {len(opens)}"
-        think_start = opens[0] + 1
-    else:
-        if opens:
-            return "the prompt already opened <think> and the completion opens another"
-        think_start = -open_think_in_prompt
-    if len(closes) != 1:
-        return f"expected exactly one </think> in the completion, found {len(closes)}"
-    think_end = closes[0]
-    if think_end < think_start:
-        return "</think> comes before <think>"
-    if think_end == think_start:
-        return "the thinking span is empty"
-    answer_end = len(ids)
-    while answer_end > think_end + 1 and ids[answer_end - 1] in tokens.stop_ids:
-        answer_end -= 1
-    if any(t in tokens.stop_ids for t in ids[think_end + 1 : answer_end]):
-        # A stop token inside the answer means generation went on past the end of the turn.
-        return "a stop token occurs inside the answer"
-    if answer_end == think_end + 1:
-        return "the answer after </think> is empty"
-    return CompletionSpans(thinking=(think_start, think_end), answer=(think_end + 1, answer_end))
+    found = layout([tokens.kind(int(t)) for t in completion_ids], opened=open_think_in_prompt is not None)
+    if isinstance(found, str):
+        return found
+    (think_start, think_end), answer = found.thinking, found.answer
+    return CompletionSpans(thinking=(think_start - (open_think_in_prompt or 0), think_end), answer=answer)
 
 
 def completion_spans(prompt: Sequence[int], completion: Sequence[int], tokens: SpecialTokens) -> CompletionSpans | str:

@@ -15,6 +15,7 @@ def conversational(text):
         "<think>The red square is left of the circle.</think>red",
         "\n  <think>\nlook at the top\n</think>\n\nA",
         "<think>x</think>answer<|im_end|>",  # end-of-turn marker after a non-empty answer
+        "<think>x</think>answer\n<|im_end|>\n<|endoftext|>",  # end markers with whitespace between them
         "<think>émoji 🟥 ok</think>🟥",
     ],
 )
@@ -39,6 +40,9 @@ def test_well_formed_completions_score_one(text):
         "<think>a</think>red</think>",  # a stray closing tag
         "</think>red<think>a",  # tags in the wrong order
         "<THINK>a</THINK>red",  # tags are case-sensitive
+        "<think>a</think>red<|im_end|>blue",  # text after the end of the turn
+        "<think>a<|im_end|></think>red",  # the turn ended inside the reasoning
+        "<|im_end|><think>a</think>red",  # the turn ended before it began
     ],
 )
 def test_malformed_completions_score_zero(text):

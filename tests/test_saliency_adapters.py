@@ -10,7 +10,7 @@ from saliency_reference import END_THINK, IDS, IM_END, THINK, TOKENS, prompt_bat
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from saliency import ImageLayout, SaliencyMaps, SaliencyTracer, adapter_for, effective_weight, find_spans
-from saliency.spans import CompletionSpans, prompt_opens_thinking
+from saliency.spans import CompletionSpans, SpecialTokens, prompt_opens_thinking
 
 COMPLETION = [THINK, 20, 21, END_THINK, 30, 31, IM_END]
 
@@ -81,7 +81,15 @@ def test_spans_on_token_ids():
     assert find_spans([THINK, 20, 21, END_THINK, 30, IM_END, IDS.eos, IDS.pad], TOKENS) == CompletionSpans(
         (1, 3), (4, 5)
     )
-    assert find_spans([40, THINK, 20, END_THINK, 30, 31], TOKENS) == CompletionSpans((2, 3), (4, 6))
+    # Text before <think> is a bad format, as for the format reward.
+    assert "text comes before <think>" in find_spans([40, THINK, 20, END_THINK, 30, 31], TOKENS)
+    # Whitespace between trailing end markers is no part of the answer.
+    blank = SpecialTokens(THINK, END_THINK, TOKENS.stop_ids, frozenset({10}))
+    assert find_spans([10, THINK, 20, END_THINK, 10, 30, 10, IM_END, 10, IDS.eos], blank) == CompletionSpans(
+        (2, 3), (4, 7)
+    )
+    assert "thinking span is empty" in find_spans([THINK, 10, END_THINK, 30], blank)
+    assert "answer after </think> is empty" in find_spans([THINK, 20, END_THINK, 10, IM_END], blank)
     assert find_spans([20, 21, END_THINK, 30], TOKENS, open_think_in_prompt=2) == CompletionSpans((-2, 2), (3, 4))
     assert "opens another" in find_spans([THINK, 20, END_THINK, 30], TOKENS, open_think_in_prompt=0)
     assert "before <think>" in find_spans([END_THINK, THINK, 20, 30], TOKENS)

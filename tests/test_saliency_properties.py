@@ -72,7 +72,8 @@ def test_a_sample_without_an_image_has_no_map_and_leaves_the_others_unchanged():
         ([THINK, 20, 21, 30, IM_END], "exactly one </think>"),
         ([THINK, END_THINK, 30, IM_END], "thinking span is empty"),
         ([THINK, 20, END_THINK, IM_END, IDS.eos], "answer after </think> is empty"),
-        ([THINK, 20, END_THINK, 30, IM_END, 31], "stop token occurs inside the answer"),
+        ([THINK, 20, END_THINK, 30, IM_END, 31], "goes on after an end marker"),
+        ([40, THINK, 20, END_THINK, 30], "text comes before <think>"),
         ([THINK, 20, END_THINK, THINK, 21, END_THINK, 30], "exactly one <think>"),
     ],
 )
