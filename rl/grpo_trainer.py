@@ -19,6 +19,13 @@ from .grpo_config import SaliencyGRPOConfig
 
 MAP_COLUMNS = {"flow": "saliency_map", "direct": "saliency_map_direct"}
 
+# The private methods of TRL's GRPOTrainer that SaliencyGRPOTrainer overrides, with the signatures the overrides are
+# written against (trl 1.16, pinned in pyproject.toml). tests/test_rl.py names any the installed TRL has changed.
+TRL_PRIVATE_OVERRIDES = {
+    "_generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
+    "_calculate_rewards": "(self, inputs, prompts, completions, completion_ids_list)",
+}
+
 
 def _row_images(example: dict) -> list[Any]:
     """The images of one input row: its `images` list, or its single `image`."""
@@ -65,24 +72,16 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
         """The tracer over the unwrapped policy (the same modules before and after accelerate/DeepSpeed wrap it)."""
         if self._tracer is None:
             model = self.accelerator.unwrap_model(self.model)
-            self._tracer = self._map_args.make_tracer(model, SpecialTokens.from_tokenizer(self._tokenizer))
+            self._tracer = self._map_args.make_tracer(model, SpecialTokens.from_tokenizer(self.processing_class))
         return self._tracer
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if not (self._trace and self._capture == "generate"):
-            return super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-            )
-        with self.tracer.recording() as recording:
-            completion_ids, logprobs = super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-            )
+    def _keep_generation_maps(self, recording: Any, completion_ids, multimodal_fields, images) -> None:
+        """Turn what the tracer recorded during one generation into the maps the next reward call hands out."""
         start = time.perf_counter()
         self._pending = recording.maps(
             completion_ids, vision_inputs=multimodal_fields, image_sizes=_image_sizes(images, len(completion_ids))
         )
         self._tracer_seconds += recording.seconds + time.perf_counter() - start
-        return completion_ids, logprobs
 
     def _score_maps(self, inputs, prompts, completion_ids_list) -> list[SaliencyMaps]:
         """Maps from one traced forward over prompt + completion (completions from vLLM or elsewhere)."""
@@ -95,9 +94,10 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
             images=images, text=texts, padding=True, padding_side="left", return_tensors="pt"
         ).to(self.accelerator.device)
         completions = [torch.tensor(ids, dtype=torch.long) for ids in completion_ids_list]
-        completion_ids = torch.nn.utils.rnn.pad_sequence(
-            completions, batch_first=True, padding_value=self._tokenizer.pad_token_id
-        ).to(self.accelerator.device)
+        pad_id = getattr(self.processing_class, "tokenizer", self.processing_class).pad_token_id
+        completion_ids = torch.nn.utils.rnn.pad_sequence(completions, batch_first=True, padding_value=pad_id).to(
+            self.accelerator.device
+        )
         completion_mask = torch.nn.utils.rnn.pad_sequence(
             [torch.ones_like(c) for c in completions], batch_first=True
         ).to(self.accelerator.device)
@@ -111,28 +111,30 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
             **vision,
         )
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+    def _reward_rows(self, inputs: list[dict], prompts: list, completion_ids_list: list[list[int]]) -> list[dict]:
+        """Copies of the input rows with the columns this trainer adds for the rewards: image input size, maps."""
         self._completion_tokens += sum(len(ids) for ids in completion_ids_list)
+        rows = [dict(example) for example in inputs]
         if any(getattr(func, "reads_image_input_size", False) for func in self.reward_funcs):
-            for example in inputs:  # the frame Qwen2.5-VL states boxes in (iou_coordinate_frame input_pixels)
-                images = _row_images(example)
-                example["image_input_size"] = model_input_size(self.processing_class, images[0]) if images else None
+            for row in rows:  # the frame Qwen2.5-VL states boxes in (iou_coordinate_frame input_pixels)
+                images = _row_images(row)
+                row["image_input_size"] = model_input_size(self.processing_class, images[0]) if images else None
         if self._trace:
             start = time.perf_counter()
             maps = (
-                self._pending if self._capture == "generate" else self._score_maps(inputs, prompts, completion_ids_list)
+                self._pending if self._capture == "generate" else self._score_maps(rows, prompts, completion_ids_list)
             )
             self._pending = None
-            if maps is None or len(maps) != len(inputs):
+            if maps is None or len(maps) != len(rows):
                 raise RuntimeError(
-                    f"the tracer returned {0 if maps is None else len(maps)} map sets for {len(inputs)} completions"
+                    f"the tracer returned {0 if maps is None else len(maps)} map sets for {len(rows)} completions"
                 )
-            for example, traced in zip(inputs, maps):
+            for row, traced in zip(rows, maps):
                 for kind, column in MAP_COLUMNS.items():
-                    example[column] = self._first_image_map(traced, kind)
-            self._log_map_metrics(inputs)
+                    row[column] = self._first_image_map(traced, kind)
+            self._log_map_metrics(rows)
             self._tracer_seconds += time.perf_counter() - start
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return rows
 
     @staticmethod
     def _first_image_map(traced: SaliencyMaps, kind: str) -> np.ndarray | None:
@@ -140,7 +142,6 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
         return None if not maps else maps[0].upsampled()
 
     def _log_map_metrics(self, inputs: list[dict]) -> None:
-        mode = "train" if self.model.training else "eval"
         pg, energy, empty = [], [], 0
         for example in inputs:
             scores = None
@@ -151,19 +152,40 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
                 continue
             energy.append(scores)
             pg.append(pointing_game(example["saliency_map"], example["bbox"]))
-        metrics = self._metrics[mode]
+        metrics = self._trl_metrics()
         metrics["saliency/empty_maps"].append(empty / max(len(inputs), 1))
         if energy:
             metrics["saliency/energy_pg"].append(float(np.mean(energy)))
             metrics["saliency/pg"].append(float(np.mean([p for p in pg if p is not None])))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = self._metrics[mode]
+        metrics = self._trl_metrics()
         step_times = metrics.get("step_time") or []
-        if step_times and mode == "train":
+        if step_times and self.model.training:
             total = sum(step_times)
             metrics["saliency/tracer_time_share"] = [self._tracer_seconds / total if total else 0.0]
             metrics["tokens_per_second"] = [self._completion_tokens / total if total else 0.0]
             self._tracer_seconds, self._completion_tokens = 0.0, 0
         super().log(logs, start_time)
+
+    # ---- TRL private API -----------------------------------------------------------------------------------------
+    # The only places this trainer reaches into GRPOTrainer's internals (trl 1.16; TRL_PRIVATE_OVERRIDES).
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # TRL's one HF/vLLM generation of a batch of prompts: traced when the maps are read during generation.
+        args = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if not (self._trace and self._capture == "generate"):
+            return super()._generate_single_turn(*args)
+        with self.tracer.recording() as recording:
+            completion_ids, logprobs = super()._generate_single_turn(*args)
+        self._keep_generation_maps(recording, completion_ids, multimodal_fields, images)
+        return completion_ids, logprobs
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL hands every column of the rows in `inputs` to the reward functions: the rows with ours go in their place.
+        rows = self._reward_rows(inputs, prompts, completion_ids_list)
+        return super()._calculate_rewards(rows, prompts, completions, completion_ids_list)
+
+    def _trl_metrics(self) -> dict[str, list[float]]:
+        """TRL's metric lists of the current mode (averaged and cleared by its `log`; `step_time` is its own)."""
+        return self._metrics["train" if self.model.training else "eval"]

@@ -3,6 +3,7 @@ bad completions never give NaN, metrics are logged, and a killed run resumes its
 
 from __future__ import annotations
 
+import inspect
 import math
 import subprocess
 import sys
@@ -11,12 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import trl
 from resume_helpers import assert_same_weights, kill_after_checkpoint, logged
 from steering import steer_to
-from trl import ModelConfig
+from trl import GRPOTrainer, ModelConfig
 
 from rewards import get_reward_funcs
 from rl import GRPOScriptArguments, SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
+from rl.grpo_trainer import TRL_PRIVATE_OVERRIDES
 from vlm import load_model_and_processor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +171,26 @@ def test_iou_in_the_input_frame_gets_the_size_the_processor_gave_each_image(
     assert call["image_input_size"] == sizes and all(s[0] % 14 == 0 and s[1] % 14 == 0 for s in sizes)
     log = next(entry for entry in trainer.state.log_history if "reward" in entry)
     assert "rewards/iou_reward/mean" in log
+
+
+@pytest.mark.parametrize("name", sorted(TRL_PRIVATE_OVERRIDES))
+def test_the_private_trl_methods_overridden_keep_the_signatures_the_overrides_were_written_for(name):
+    written_for = TRL_PRIVATE_OVERRIDES[name]
+    installed = str(inspect.signature(getattr(GRPOTrainer, name)))
+    assert installed == written_for, (
+        f"trl {trl.__version__} changed the private GRPOTrainer.{name}{installed}; SaliencyGRPOTrainer.{name} in "
+        f"rl/grpo_trainer.py overrides it as {name}{written_for}: adapt the override, TRL_PRIVATE_OVERRIDES and the pin"
+    )
+    assert str(inspect.signature(getattr(SaliencyGRPOTrainer, name))) == written_for
+
+
+def test_every_private_trl_method_the_trainer_overrides_is_listed():
+    overridden = {n for n in vars(SaliencyGRPOTrainer) if n.startswith("_") and not n.startswith("__")}
+    trl_private = {n for n in overridden if any(n in vars(cls) for cls in GRPOTrainer.__mro__)}
+    assert trl_private == set(TRL_PRIVATE_OVERRIDES), (
+        f"SaliencyGRPOTrainer overrides private methods of trl {trl.__version__} not in TRL_PRIVATE_OVERRIDES "
+        f"(or lists ones it no longer overrides): {sorted(trl_private ^ set(TRL_PRIVATE_OVERRIDES))}"
+    )
 
 
 def test_vllm_cannot_be_combined_with_generate_capture(tmp_path):
