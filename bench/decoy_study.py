@@ -14,7 +14,7 @@ is skipped when its output exists, so an interrupted study picks up where it sto
 Writes `<output_dir>/study.json` (every run's numbers, the paired differences), `<output_dir>/report.html` (the table
 and conflict rows with the control's and the saliency arm's flow maps side by side) and the same picture as a PNG
 (`--figure`). "follows cue" is the fraction of conflict rows whose answer is what the swatch says (scored like the
-accuracy reward). Differences are saliency minus control, paired by seed: mean and sample standard deviation.
+accuracy reward) and "flow mass on cue" the share of the flow map's positive mass on the swatch. Differences are saliency minus control, paired by seed: mean and sample standard deviation.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -31,11 +30,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import datasets
-
 from bench.grpo_proof import spread
 from launch.pipeline import run
-from rewards.accuracy import accuracy_reward
 from saliency.heatmap import side_by_side
 
 SPLITS = ("clean", "conflict")
@@ -50,10 +46,10 @@ TARGETS = {  # issue 18: on conflict, saliency - control; on clean, the accuracy
 }
 
 
-def split_numbers(metrics_file: Path, decoy_answers: dict[str, str]) -> dict[str, float | None]:
-    """Headline numbers of one evaluation, and on a split with a cue the fraction of answers that follow it."""
-    metrics = json.loads(metrics_file.read_text())
-    summary = metrics["summary"]
+def split_numbers(metrics_file: Path) -> dict[str, float | None]:
+    """Headline numbers of one evaluation; on a split whose rows carry a cue also how often the answers follow it and
+    how much of the flow map lies on it (`evaluation.metrics.cue_scores`)."""
+    summary = json.loads(metrics_file.read_text())["summary"]
 
     def mean(key: str) -> float | None:
         return (summary.get(key) or {}).get("mean")
@@ -65,11 +61,9 @@ def split_numbers(metrics_file: Path, decoy_answers: dict[str, str]) -> dict[str
         "flow energy-PG": mean("flow/energy_pg"),
         "box area": mean("flow/box_area_fraction"),
     }
-    rows = [r for r in metrics["rows"] if decoy_answers.get(r["question_id"])]
-    if rows:
-        said = [decoy_answers[r["question_id"]] for r in rows]
-        follows = accuracy_reward([None] * len(rows), [r["completion"] for r in rows], solution=said)
-        numbers["follows cue"] = statistics.fmean(follows)
+    if mean("follows_cue") is not None:
+        numbers["follows cue"] = mean("follows_cue")
+        numbers["flow mass on cue"] = mean("flow/cue_energy")
     return numbers
 
 
@@ -162,10 +156,6 @@ def main(argv: list[str] | None = None) -> None:
         data / "dataset_dict.json",
         force=False,
     )  # fmt: skip
-    decoy_answers = {}
-    for split in SPLITS:
-        rows = datasets.load_from_disk(str(data))[split]
-        decoy_answers[split] = dict(zip(rows["question_id"], rows["decoy_answer"]))
 
     def evaluate(model: Path, name: str) -> dict[str, dict[str, float | None]]:
         numbers = {}
@@ -180,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                 out / "metrics.json",
                 force=False,
             )  # fmt: skip
-            numbers[split] = split_numbers(out / "metrics.json", decoy_answers[split])
+            numbers[split] = split_numbers(out / "metrics.json")
         return numbers
 
     start, runs = [], {arm: [] for arm in ARMS}

@@ -33,3 +33,9 @@ SFT_FEATURES = Features(
     }
 )
 """Conversational cold-start rows (system, user with an image placeholder, assistant with <think>) plus images."""
+
+DECOY_FEATURES = Features({"decoy_answer": Value("string"), "decoy_bbox": BOXES})
+"""Optional columns of a decoy benchmark (``python -m data_tools.synthetic --decoy_fraction p``): the answer a
+spurious cue in the image says and the normalised box it lies in (``""`` and ``[]`` on a row without a cue). Row
+validation keeps them when a source has both, and the evaluation then reports how often answers follow the cue and
+how much of each map lies on it."""

@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, Features, Value
+from datasets import Dataset, DatasetDict, Features
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, sft_messages
-from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
+from .schema import DECOY_FEATURES, EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -91,7 +91,7 @@ class SyntheticConfig:
         default=False,
         metadata={
             "help": "Keep the bottom-right corner free for a decoy cue (see decoy_box); rows then carry a "
-            f"decoy_answer column. Needs question types from {DECOY_QUESTION_TYPES}."
+            f"decoy_answer and decoy_bbox columns. Needs question types from {DECOY_QUESTION_TYPES}."
         },
     )
 
@@ -598,7 +598,8 @@ def generate_split(
     and grounding rows are the pre-training of the tiny base model (``vlm/tiny_base/``), which stands in for a
     pretrained VLM.
 
-    With ``config.decoy`` every row has a ``decoy_answer`` column: what the decoy swatch says, ``""`` without one.
+    With ``config.decoy`` every row has the :data:`~data_tools.schema.DECOY_FEATURES` columns: what the decoy swatch
+    says and its normalised box (``""`` and ``[]`` without one).
     ``cue="agree"`` draws a swatch that says the answer on a fraction ``cue_fraction`` of the rows (chosen from each
     row's random stream), ``cue="conflict"`` one that says a wrong answer on every row (:func:`make_example`).
     """
@@ -636,11 +637,12 @@ def generate_split(
         row = {"dataset": ex.dataset, "question_id": ex.question_id} | row
         if config is not None and config.decoy:
             row["decoy_answer"] = ex.decoy_answer
+            row["decoy_bbox"] = [_to_norm(decoy_box(config), config)] if ex.decoy_answer else []
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
     features = {"rl": RL_FEATURES, "eval": EVAL_FEATURES}.get(kind, SFT_FEATURES)
     if config is not None and config.decoy:
-        features = Features({**features, "decoy_answer": Value("string")})
+        features = Features({**features, **DECOY_FEATURES})
     if not columns:
         columns = {name: [] for name in features}
     return Dataset.from_dict(columns, features=features)

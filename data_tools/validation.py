@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, Features
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .answers import strip_answer_markup
 from .images import open_displayed
 from .prompts import SYSTEM_PROMPT, sft_messages
-from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
+from .schema import DECOY_FEATURES, EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
 
 BBOX_FORMATS = ("xyxy_norm", "xyxy_px", "xywh_px")
 KINDS = ("sft", "rl", "eval")
@@ -381,6 +381,8 @@ def _validate_row(
         except ValueError as err:
             problems.append(("bbox", str(err)))
 
+    decoy = _decoy_columns(row, problems) if kind != "sft" else {}
+
     if problems:
         return None, problems, notes
     base = {"dataset": texts["dataset"], "question_id": texts["question_id"]}
@@ -390,7 +392,33 @@ def _validate_row(
     out = {"image": image, "problem": texts["problem"], "solution": texts["solution"], "bbox": boxes, **base}
     if kind == "eval":
         out["reasoning"] = texts.get("reasoning")
-    return out, [], notes
+    return out | decoy, [], notes
+
+
+def _decoy_columns(row: Mapping, problems: list[tuple[str, str]]) -> dict:
+    """The row's decoy columns (:data:`~data_tools.schema.DECOY_FEATURES`) checked, or {} when it has none."""
+    present = [name for name in DECOY_FEATURES if row.get(name) is not None]
+    if not present:
+        return {}
+    if len(present) != len(DECOY_FEATURES):
+        missing = next(name for name in DECOY_FEATURES if name not in present)
+        problems.append((missing, f"missing field (a decoy row needs both {' and '.join(DECOY_FEATURES)})"))
+        return {}
+    answer, boxes = row["decoy_answer"], row["decoy_bbox"]
+    if not isinstance(answer, str):
+        problems.append(("decoy_answer", f"must be a string ('' without a cue), got {answer!r:.80}"))
+        return {}
+    if isinstance(boxes, (list, tuple)) and not boxes and not answer:
+        return {"decoy_answer": "", "decoy_bbox": []}
+    try:
+        parsed = normalise_boxes(parse_boxes(boxes), "xyxy_norm", 1, 1)  # normalised, as the synthetic data writes
+    except ValueError as err:
+        problems.append(("decoy_bbox", str(err)))
+        return {}
+    if not answer:
+        problems.append(("decoy_answer", "is empty but decoy_bbox places a cue"))
+        return {}
+    return {"decoy_answer": answer, "decoy_bbox": parsed}
 
 
 def validate_rows(
@@ -450,6 +478,8 @@ def validate_rows(
 def rows_to_dataset(rows: list[dict], kind: str) -> Dataset:
     """Build a ``datasets.Dataset`` with the ``kind`` split's schema from rows returned by :func:`validate_rows`."""
     features = _FEATURES[kind]
+    if rows and "decoy_answer" in rows[0]:
+        features = Features({**features, **DECOY_FEATURES})
     if not rows:
         return Dataset.from_dict({name: [] for name in features}, features=features)
     return Dataset.from_list(rows, features=features)

@@ -24,7 +24,7 @@ from vlm import load_model_and_processor
 from .eval_config import EvalArguments, InferenceArguments
 from .faithfulness import FaithfulnessResult, faithfulness_curves
 from .generation import completion_maps, image_sizes, prompt_inputs, trace_completions
-from .metrics import answer_scores, pointing_scores, summarise
+from .metrics import answer_scores, cue_scores, pointing_scores, summarise
 from .report import render_report, sample_overlay
 from .sanity import SanityResult, cascading_randomisation, randomisation_steps
 
@@ -126,6 +126,9 @@ def evaluate_model(
         }
         for kind in args.saliency_maps:
             scores |= pointing_scores(kind, upsampled[kind], row["bbox"], args.pointing_tolerance_px)
+        if "decoy_answer" in row:
+            maps = {kind: upsampled[kind] for kind in args.saliency_maps}
+            scores |= cue_scores(traced.text, maps, row["decoy_answer"], row["decoy_bbox"])
         record = {
             "question_id": row["question_id"],
             "dataset": row["dataset"],

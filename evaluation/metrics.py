@@ -2,7 +2,10 @@
 
 A row's scores are a flat dict: ``format`` and ``accuracy`` (0/1), and per traced map kind (``flow``, ``direct``)
 ``<kind>/energy_pg``, ``<kind>/pg``, ``<kind>/box_area_fraction``, ``<kind>/centre_point_pg`` (None when the row
-has no usable map) and ``<kind>/status`` (``scored``, ``no_map`` or ``empty_map``).
+has no usable map) and ``<kind>/status`` (``scored``, ``no_map`` or ``empty_map``). On a decoy benchmark (rows
+with ``decoy_answer`` and ``decoy_bbox``, :data:`data_tools.schema.DECOY_FEATURES`) also ``follows_cue`` (the answer
+is what the cue says, scored like accuracy) and ``<kind>/cue_energy`` (the map's positive mass on the cue's box),
+None on rows without a cue.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards import PointingGameAccumulator, accuracy_reward, format_reward
+from rewards import PointingGameAccumulator, accuracy_reward, energy_pointing_game, format_reward
 
 POINTING_FIELDS = ("energy_pg", "pg", "box_area_fraction", "centre_point_pg")
 MAP_STATUSES = ("scored", "no_map", "empty_map")
@@ -34,6 +37,18 @@ def pointing_scores(kind: str, saliency_map: np.ndarray | None, boxes: Any, tole
     status = "scored" if scores is not None else ("no_map" if accumulator.n_no_map else "empty_map")
     values = {f"{kind}/{name}": None if scores is None else getattr(scores, name) for name in POINTING_FIELDS}
     return {**values, f"{kind}/status": status}
+
+
+def cue_scores(
+    completion: str, maps: Mapping[str, np.ndarray | None], decoy_answer: str, decoy_boxes: Any
+) -> dict[str, float | None]:
+    """``follows_cue`` and ``<kind>/cue_energy`` of one decoy-benchmark row (None without a cue or a usable map)."""
+    if not decoy_answer:
+        return {"follows_cue": None, **{f"{kind}/cue_energy": None for kind in maps}}
+    scores: dict[str, float | None] = {"follows_cue": accuracy_reward(None, [completion], solution=[decoy_answer])[0]}
+    for kind, saliency_map in maps.items():
+        scores[f"{kind}/cue_energy"] = None if saliency_map is None else energy_pointing_game(saliency_map, decoy_boxes)
+    return scores
 
 
 def mean_interval(

@@ -140,6 +140,8 @@ def _delta(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None) -> 
 
 def _metric_names(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     names = [("format", "format rate"), ("accuracy", "accuracy")]
+    if "follows_cue" in summary:  # a decoy benchmark's split
+        names.append(("follows_cue", "answers that follow the decoy cue"))
     for key in summary:
         if "/" in key and not key.endswith("/counts"):
             kind, field = key.split("/", 1)

@@ -293,8 +293,9 @@ def test_decoy_swatch_says_its_answer_and_never_touches_a_shape_or_the_evidence(
                 cued += 1
                 assert (_swatch(row["image"]) == decoy_grey(row["decoy_answer"], qtype, DECOY)).all()
                 assert row["decoy_answer"] in answer_set(qtype, DECOY)
+                assert row["decoy_bbox"] == [[x0 / DECOY.width, y0 / DECOY.height, x1 / DECOY.width, y1 / DECOY.height]]
             else:  # no swatch: the corner is background
-                assert (_swatch(row["image"]) == DECOY.background).all()
+                assert (_swatch(row["image"]) == DECOY.background).all() and row["decoy_bbox"] == []
             # every pixel outside the swatch is the background or a shape colour (the swatch's grey is nowhere else)
             outside = image.copy()
             outside[y0:y1, x0:x1] = DECOY.background
@@ -308,6 +309,9 @@ def test_decoy_swatch_says_its_answer_and_never_touches_a_shape_or_the_evidence(
 
 def test_decoy_splits_clean_and_conflict_show_the_same_scenes_and_the_conflict_cue_lies():
     data = generate_synthetic(4, 4, 24, seed=5, config=DECOY)
+    for split in ("rl", "clean", "conflict"):  # the evaluation reads the decoy columns through row validation
+        kept, report = validate_rows(data[split].data.to_pylist(), "eval" if split != "rl" else "rl")
+        assert not report.issues and kept[0]["decoy_bbox"] == data[split][0]["decoy_bbox"]
     assert set(data) == {"sft", "rl", "clean", "conflict"}
     assert set(data["clean"]["decoy_answer"]) == {""}
     for clean, conflict in zip(data["clean"], data["conflict"]):

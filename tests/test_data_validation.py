@@ -285,3 +285,34 @@ def test_bad_arguments_name_the_flag():
         validate_rows([], "dpo")
     with pytest.raises(ValueError, match="unreadable"):
         load_image(b"garbage")
+
+
+# ---------------------------------------------------------------- decoy columns
+
+
+def test_decoy_columns_are_kept_checked_and_reach_the_dataset():
+    cued = _row(0, decoy_answer="dog", decoy_bbox=[[0.8, 0.8, 1.0, 1.0]])
+    clean = _row(1, decoy_answer="", decoy_bbox=[])
+    kept, report = validate_rows([cued, clean], "rl")
+    assert not report.issues
+    assert [(r["decoy_answer"], r["decoy_bbox"]) for r in kept] == [("dog", [[0.8, 0.8, 1.0, 1.0]]), ("", [])]
+    dataset = rows_to_dataset(kept, "rl")
+    assert dataset["decoy_answer"] == ["dog", ""] and dataset[1]["decoy_bbox"] == []
+    plain, _ = validate_rows([_row(2)], "rl")
+    assert "decoy_answer" not in rows_to_dataset(plain, "rl").column_names  # an ordinary source is unchanged
+
+
+@pytest.mark.parametrize(
+    "fields, field, match",
+    [
+        ({"decoy_answer": "dog"}, "decoy_bbox", "needs both"),
+        ({"decoy_bbox": [[0.8, 0.8, 1.0, 1.0]]}, "decoy_answer", "needs both"),
+        ({"decoy_answer": 3, "decoy_bbox": []}, "decoy_answer", "must be a string"),
+        ({"decoy_answer": "", "decoy_bbox": [[0.8, 0.8, 1.0, 1.0]]}, "decoy_answer", "places a cue"),
+        ({"decoy_answer": "dog", "decoy_bbox": []}, "decoy_bbox", "non-empty"),
+        ({"decoy_answer": "dog", "decoy_bbox": [[130, 130, 160, 160]]}, "decoy_bbox", "pixel boxes"),
+        ({"decoy_answer": "dog", "decoy_bbox": [[0.9, 0.8, 0.8, 1.0]]}, "decoy_bbox", "swapped corners"),
+    ],
+)
+def test_bad_decoy_columns_name_the_field(fields, field, match):
+    _rejected(_row(0, **fields), field, match)

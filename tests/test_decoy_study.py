@@ -14,30 +14,27 @@ decoy_study = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(decoy_study)
 
 
-def _metrics(path: Path, rows: list[dict], accuracy: float, pg: float) -> Path:
+def _metrics(path: Path, rows: list[dict], accuracy: float, pg: float, cue: dict | None = None) -> Path:
     summary = {
         "accuracy": {"mean": accuracy},
         "flow/pg": {"mean": pg},
         "flow/centre_point_pg": {"mean": 0.3},
         "flow/energy_pg": {"mean": 0.2},
         "flow/box_area_fraction": {"mean": 0.1},
+        **(cue or {}),
     }
     path.mkdir(parents=True, exist_ok=True)
     (path / "metrics.json").write_text(json.dumps({"summary": summary, "rows": rows}))
     return path / "metrics.json"
 
 
-def test_follows_cue_counts_the_answers_that_say_what_the_swatch_says(tmp_path):
-    rows = [
-        {"question_id": "a", "completion": "<think>It is red.</think>red"},  # the swatch said red
-        {"question_id": "b", "completion": "<think>It is a circle.</think>circle"},  # the truth, not the swatch
-        {"question_id": "c", "completion": "no format at all"},
-    ]
-    file = _metrics(tmp_path / "m", rows, accuracy=0.5, pg=0.4)
-    numbers = decoy_study.split_numbers(file, {"a": "red", "b": "square", "c": "green"})
-    assert numbers["follows cue"] == pytest.approx(1 / 3)
+def test_split_numbers_add_the_cue_numbers_only_on_a_split_with_a_cue(tmp_path):
+    cue = {"follows_cue": {"mean": 0.25}, "flow/cue_energy": {"mean": 0.125}}
+    numbers = decoy_study.split_numbers(_metrics(tmp_path / "conflict", [], 0.5, 0.4, cue))
+    assert numbers["follows cue"] == 0.25 and numbers["flow mass on cue"] == 0.125
     assert numbers["accuracy"] == 0.5 and numbers["flow PG"] == 0.4
-    assert "follows cue" not in decoy_study.split_numbers(file, {"a": "", "b": "", "c": ""})  # a clean split
+    clean = {"follows_cue": {"mean": None}, "flow/cue_energy": {"mean": None}}  # no row carries a cue
+    assert "follows cue" not in decoy_study.split_numbers(_metrics(tmp_path / "clean", [], 0.5, 0.4, clean))
 
 
 def test_table_pairs_the_arms_by_seed_and_says_which_targets_hold():

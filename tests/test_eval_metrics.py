@@ -82,3 +82,18 @@ def test_answer_scores_and_metrics():
     metrics = answer_metrics(completions, ["red", "red", "square"], ["x", "y", "x"])
     assert metrics["n"] == 3 and math.isclose(metrics["format_rate"], 2 / 3)
     assert metrics["per_source"]["x"] == {"n": 2, "format_rate": 1.0, "accuracy": 0.5}
+
+
+def test_cue_scores_say_whether_the_answer_and_the_map_follow_the_decoy():
+    from evaluation.metrics import cue_scores
+
+    on_cue = np.zeros((10, 10))
+    on_cue[8:, 8:] = 1.0  # all the mass on the cue's box
+    half = np.zeros((10, 10))
+    half[8:, 8:], half[0, 0] = 1.0, 4.0  # four cells of 1 on the cue, one of 4 elsewhere
+    cue_box = [[0.8, 0.8, 1.0, 1.0]]
+    scores = cue_scores("<think>It is grey-coded red.</think>red", {"flow": on_cue, "direct": half}, "red", cue_box)
+    assert scores == {"follows_cue": 1.0, "flow/cue_energy": 1.0, "direct/cue_energy": pytest.approx(0.5)}
+    scores = cue_scores("<think>It is blue.</think>blue", {"flow": None, "direct": half}, "red", cue_box)
+    assert scores["follows_cue"] == 0.0 and scores["flow/cue_energy"] is None  # no usable map
+    assert cue_scores("<think>x</think>red", {"flow": on_cue}, "", []) == {"follows_cue": None, "flow/cue_energy": None}
