@@ -8,7 +8,8 @@ Layouts:
 
 - ``saliency_r1`` (the public ``saliency-r1-8k`` layout): ``image`` (image feature, bytes dict or a path relative to
   ``image_dir``), ``problem``, ``solution``, ``bbox`` (``"[x1, y1, x2, y2]"`` normalised; also a list or lists).
-  ``dataset``/``question_id`` are kept when present, else ``saliency_r1_8k`` / ``saliency_r1_8k-<split>-<row>``.
+  ``dataset``/``question_id`` are kept when present, else ``saliency_r1_8k`` / ``saliency_r1_8k-<split>-<row>``;
+  so are a decoy benchmark's ``decoy_answer``/``decoy_bbox`` (:data:`~data_tools.schema.DECOY_FEATURES`).
   Default split kind: ``rl``.
 - ``visual_cot`` (Visual-CoT metadata JSONL): ``question``, ``answer``, ``image`` (relative to
   ``<image_dir>/<dataset>/``, where Visual-CoT keeps ``textcap`` images under ``textvqa``), ``bboxs`` (pixel xyxy
@@ -32,6 +33,7 @@ from typing import Any
 
 import datasets
 
+from .schema import DECOY_FEATURES
 from .validation import PARSE_ERRORS, ValidationReport, rows_to_dataset, validate_rows
 
 _IMAGE_TAG = re.compile(r"<image>\s*")
@@ -139,6 +141,7 @@ def saliency_r1_rows(
             "reasoning": rec.get("reasoning"),
             "dataset": rec.get("dataset") if isinstance(rec.get("dataset"), str) else dataset_name,
             "question_id": _text_id(rec.get("question_id")) or f"{dataset_name}-{split}-{index:06d}",
+            **{name: rec[name] for name in DECOY_FEATURES if name in rec},
         }
 
 

@@ -257,3 +257,15 @@ def test_a_missing_input_and_a_skip_run_that_keeps_nothing_are_errors(saliency_r
     )
     assert convert_main([*common, "--input", str(only_bad), "--on_bad_row", "skip"]) == 1
     assert "no row kept" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_saliency_r1_layout_keeps_a_decoy_benchmarks_columns(tmp_path):
+    from data_tools.synthetic import DECOY_QUESTION_TYPES, SyntheticConfig
+
+    config = SyntheticConfig(decoy=True, question_types=DECOY_QUESTION_TYPES)
+    generate_synthetic(2, 2, 3, seed=3, config=config).save_to_disk(str(tmp_path / "d"))
+    rows, report = load_source("saliency_r1", str(tmp_path / "d"), split="conflict", kind="eval")
+    assert not report.issues
+    written = load_from_disk(str(tmp_path / "d"))["conflict"]
+    assert rows["decoy_answer"] == written["decoy_answer"] and rows["decoy_bbox"] == written["decoy_bbox"]
+    assert all(rows["decoy_answer"])
