@@ -28,7 +28,7 @@ from transformers.utils import (
 logger = logging.getLogger(__name__)
 
 TRAINER_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-NEWEST = ("true", "last", "latest")
+_NEWEST = ("true", "last", "latest")
 
 
 def resolve_resume_checkpoint(
@@ -47,7 +47,7 @@ def resolve_resume_checkpoint(
     """
     if resume is None or str(resume).lower() in ("false", "none", ""):
         return None
-    if str(resume).lower() in NEWEST:
+    if str(resume).lower() in _NEWEST:
         newest = newest_checkpoint(output_dir, pattern)
         if newest is None:
             logger.warning("no checkpoint in %s to resume from; starting from scratch", output_dir)
