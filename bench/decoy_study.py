@@ -25,7 +25,8 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image
+import datasets
+from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -81,7 +82,9 @@ def tables(start: list[dict], runs: dict[str, list[dict]]) -> tuple[str, dict]:
         lines += [f"**{split}**", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         rows = {"SFT start": start, **{f"GRPO {arm}": numbers for arm, numbers in runs.items()}}
         for label, numbers in rows.items():
-            lines.append(f"| {label} | " + " | ".join(_cell(*spread([r[split][n] for r in numbers])) for n in names))
+            lines.append(
+                f"| {label} | " + " | ".join(_cell(*spread([r[split][n] for r in numbers])) for n in names) + " |"
+            )
         cells = []
         for name in names:
             pairs = zip(runs["saliency"], runs["control"])
@@ -103,8 +106,9 @@ def tables(start: list[dict], runs: dict[str, list[dict]]) -> tuple[str, dict]:
     return "\n".join(lines), differences
 
 
-def figure(evals: dict[str, Path], rows: int) -> Image.Image | None:
-    """Conflict rows stacked: the image with each arm's flow map, titled with each arm's answer."""
+def figure(evals: dict[str, Path], rows: int, cues: dict[str, str] | None = None) -> Image.Image | None:
+    """Conflict rows stacked: the image with each arm's flow map, titled with each arm's answer, under a line with
+    the question, the true answer and (``cues``: question id -> what the cue says) the cue's answer."""
     metrics = {arm: json.loads((out / "metrics.json").read_text())["rows"] for arm, out in evals.items()}
     sheets = []
     for i, row in enumerate(metrics["control"]):
@@ -113,7 +117,14 @@ def figure(evals: dict[str, Path], rows: int) -> Image.Image | None:
             continue
         panels = [Image.open(out / overlay) for out, overlay in zip(evals.values(), overlays)]
         titles = [f"{arm}: {m[i]['completion'].rsplit('>', 1)[-1][:18]}" for arm, m in metrics.items()]
-        sheets.append(side_by_side(panels, titles))
+        pair = side_by_side(panels, titles)
+        header = f"{row['problem']}  truth: {row['solution']}"
+        if cues and cues.get(row["question_id"]):
+            header += f"  cue says: {cues[row['question_id']]}"
+        sheet = Image.new("RGB", (pair.width, pair.height + 14), "white")
+        ImageDraw.Draw(sheet).text((2, 1), header, fill=(0, 0, 0))
+        sheet.paste(pair, (0, 14))
+        sheets.append(sheet)
         if len(sheets) == rows:
             break
     if not sheets:
@@ -199,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
 
     table, differences = tables(start, runs)
     first = args.seeds[0]
-    picture = figure({arm: root / f"eval-{arm}-seed{first}-conflict" for arm in ARMS}, args.report_rows)
+    conflict = datasets.load_from_disk(str(data))["conflict"]
+    cues = dict(zip(conflict["question_id"], conflict["decoy_answer"]))
+    picture = figure({arm: root / f"eval-{arm}-seed{first}-conflict" for arm in ARMS}, args.report_rows, cues)
     result = {
         "decoy_fraction": args.decoy_fraction,
         "seeds": args.seeds,

@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -65,12 +66,14 @@ def test_figure_puts_each_arms_map_of_a_row_side_by_side(tmp_path):
         out = tmp_path / arm
         (out / "overlays").mkdir(parents=True)
         Image.new("RGB", (20, 20), "red").save(out / "overlays" / "0.png")
-        rows = [{"question_id": "a", "completion": "<think>x</think>red", "overlays": {"flow": "overlays/0.png"}},
-                {"question_id": "b", "completion": "<think>x</think>red"}]  # fmt: skip
+        row = {"problem": "What color is the circle?", "solution": "blue", "completion": "<think>x</think>red"}
+        rows = [{"question_id": "a", **row, "overlays": {"flow": "overlays/0.png"}}, {"question_id": "b", **row}]
         _metrics(out, rows, 0.5, 0.5)
         evals[arm] = out
-    picture = decoy_study.figure(evals, rows=4)
-    assert picture.height < 60 and picture.width >= 40  # one row (the other has no overlay), two panels
+    picture = decoy_study.figure(evals, rows=4, cues={"a": "red"})
+    assert picture.height < 70 and picture.width >= 40  # one row (the other has no overlay), two panels
+    header = np.asarray(picture)[:14]
+    assert (header < 128).any()  # the line with the question, the truth and the cue is drawn
 
 
 @pytest.mark.slow
