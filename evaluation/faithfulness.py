@@ -26,6 +26,7 @@ from transformers import BatchFeature
 
 from saliency import ModelAdapter, SaliencyMaps
 from saliency.baselines import replaced_image_embeddings
+from saliency.rows import completion_rows
 
 from .metrics import mean_interval
 
@@ -82,7 +83,7 @@ def answer_log_prob_curves(
     input_ids = torch.cat([prompt_ids, completion_ids[None]], 1)
     image_positions = (prompt_ids[0] == adapter.image_token_id).nonzero().squeeze(-1)
     prompt_length = prompt_ids.shape[1]
-    rows = torch.arange(prompt_length - 1 + answer[0], prompt_length - 1 + answer[1], device=device)
+    rows = completion_rows(prompt_length, torch.arange(*answer, device=device))
     targets = completion_ids[answer[0] : answer[1]]
 
     masks = []

@@ -68,7 +68,7 @@ def row_mask(
 
 
 class Recorder:
-    """What a capture mode does with the attention calls, final-norm inputs and model inputs it sees.
+    """What a capture mode does with the attention calls, the final norm's inverse RMS and the model inputs it sees.
 
     ``seconds`` accumulates the wall time spent in these callbacks: the tracer's own share of a traced pass.
     """
@@ -81,7 +81,8 @@ class Recorder:
     def on_attention(self, layer: int, query, key, value, mask, scaling: float) -> None:
         raise NotImplementedError
 
-    def on_final_norm(self, hidden: torch.Tensor) -> None:
+    def on_inverse_rms(self, inv_rms: torch.Tensor) -> None:
+        """Called at the final norm with ``1 / rms(r)`` (B, L) of its input r (centred first for LayerNorm)."""
         raise NotImplementedError
 
 
@@ -139,7 +140,7 @@ def traced_attention(
             wide = hidden.to(torch.promote_types(hidden.dtype, torch.float32))
             if centers:
                 wide = wide - wide.mean(-1, keepdim=True)
-            recorder.on_final_norm(torch.rsqrt(wide.pow(2).mean(-1) + norm_eps))
+            recorder.on_inverse_rms(torch.rsqrt(wide.pow(2).mean(-1) + norm_eps))
         recorder.seconds += time.perf_counter() - start
 
     def input_hook(module, args, kwargs):
@@ -166,11 +167,11 @@ class SampleRows:
 
     ``image_rows[l]``: (H, R, N) attention of rows ``first_row .. first_row + R - 1`` to the N image positions;
     ``think_rows[l]``: (H, A, T) attention of the answer tokens' rows to the thinking positions;
-    ``values[l]``: (KVH, N, d) values of the image positions; ``inv_scale``: 1 / rms(final-norm input) by row.
+    ``values[l]``: (KVH, N, d) values of the image positions; ``inv_rms``: 1 / rms(final-norm input) by row.
     """
 
     first_row: int
     image_rows: list[torch.Tensor]
     think_rows: list[torch.Tensor]
     values: list[torch.Tensor]
-    inv_scale: torch.Tensor
+    inv_rms: torch.Tensor

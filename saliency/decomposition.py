@@ -1,6 +1,6 @@
 """The maps of SPEC section 3, from captured attention rows: direct (logit decomposition) and reasoning flow.
 
-For completion token y_k predicted at row q(k), layer l, head h and image position j::
+For completion token y_k predicted at row q(k) (rows as in :mod:`saliency.rows`), layer l, head h and image position j::
 
     u[l,h,k] = W_O[l,h]^T (g * w_{y_k})                 (centred first for LayerNorm)
     s_k(j)   = inv_rms(q(k)) * sum_{l,h} A[l,h][q(k), j] <u[l,h,k], v[l,h][j]>
@@ -9,15 +9,12 @@ For completion token y_k predicted at row q(k), layer l, head h and image positi
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from .adapters import ModelAdapter, effective_weight
 from .capture import SampleRows
+from .rows import RowMode, completion_rows, thinking_row
 from .spans import CompletionSpans
-
-RowMode = Literal["q", "pos"]
 
 
 def head_value_products(
@@ -55,9 +52,8 @@ def token_scores(
     token_ids = completion_ids[:num_tokens].to(device)
     products = head_value_products(adapter, o_proj, token_ids, rows.values)
     dtype = products[0].dtype
-    q_rows = prompt_length - 1 + torch.arange(num_tokens, device=device)
-    think_positions = prompt_length + torch.arange(*spans.thinking, device=device)
-    think_rows = think_positions - 1 if row == "q" else think_positions
+    q_rows = completion_rows(prompt_length, torch.arange(num_tokens, device=device))
+    think_rows = thinking_row(prompt_length + torch.arange(*spans.thinking, device=device), row)
     answer = torch.arange(*spans.answer, device=device)
     if (think_rows < rows.first_row).any():
         raise RuntimeError("the capture did not keep the rows of every thinking token")
@@ -69,5 +65,5 @@ def token_scores(
         direct += torch.einsum("hkn,khn->kn", image_rows[:, q_rows - rows.first_row], product)
         through = answer_think.to(dtype) @ image_rows[:, think_rows - rows.first_row]  # (H, A, N)
         flow[answer] += torch.einsum("han,ahn->an", through, product[answer])
-    scale = rows.inv_scale[q_rows].to(dtype)[:, None]
+    scale = rows.inv_rms[q_rows].to(dtype)[:, None]
     return {"direct": (direct * scale).cpu(), "flow": (flow * scale).cpu()}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .rows import ROW_MODES
 from .spans import SpecialTokens
 from .tracer import SaliencyTracer
 
@@ -19,7 +20,7 @@ class SaliencyMapArguments:
         metadata={
             "help": "Row of a thinking token t in the flow map: 'q' (q(t), the position that generated t; "
             "published) or 'pos' (pos(t), the token's own position).",
-            "choices": ["q", "pos"],
+            "choices": list(ROW_MODES),
         },
     )
     saliency_layers: list[int] | None = field(
@@ -33,7 +34,7 @@ class SaliencyMapArguments:
 
     def check_map_flags(self) -> None:
         """Reject the choices that need no model to be wrong (the layer range is checked by `make_tracer`)."""
-        if self.saliency_row not in ("q", "pos"):
+        if self.saliency_row not in ROW_MODES:
             raise ValueError(f"--saliency_row must be 'q' or 'pos', got {self.saliency_row!r}")
         if self.saliency_layers is not None and not self.saliency_layers:
             raise ValueError("--saliency_layers needs at least one layer index (leave it unset for all layers)")

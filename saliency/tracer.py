@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .adapters import ImageGrid, ModelAdapter, adapter_for, whole_parameters
+from .adapters import ModelAdapter, adapter_for, whole_parameters
+from .batch import CompletionBatch, padded_positions, teacher_forced_batch
 from .capture import Recorder, SampleRows, attention_rows, row_mask, traced_attention
-from .decomposition import RowMode, token_scores
-from .output import ImageLayout, SaliencyMaps
-from .spans import CompletionSpans, SpecialTokens, completion_spans, prompt_opens_thinking
-
-
-def _padded_positions(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """Column indices of the True entries of each row of a (B, L) mask, padded with 0 to a (B, N_max) tensor."""
-    counts = mask.sum(-1).tolist()
-    index = torch.zeros(mask.shape[0], max(counts, default=0), dtype=torch.long, device=mask.device)
-    for b, count in enumerate(counts):
-        index[b, :count] = mask[b].nonzero().squeeze(-1)
-    return index, counts
+from .decomposition import token_scores
+from .output import SaliencyMaps
+from .rows import ROW_MODES, RowMode, completion_rows, thinking_row
+from .spans import CompletionSpans, SpecialTokens, prompt_opens_thinking
 
 
 def _gather_columns(probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -44,11 +37,11 @@ class _Plan:
 
 def _plan(spans: CompletionSpans, prompt_length: int, row: RowMode) -> _Plan:
     think_columns = (prompt_length + spans.thinking[0], prompt_length + spans.thinking[1])
-    first_think_row = think_columns[0] - 1 if row == "q" else think_columns[0]
+    answer_rows = (completion_rows(prompt_length, spans.answer[0]), completion_rows(prompt_length, spans.answer[1]))
     return _Plan(
-        first_row=min(prompt_length - 1, first_think_row),
-        end_row=prompt_length - 1 + spans.answer[1],
-        answer_rows=(prompt_length - 1 + spans.answer[0], prompt_length - 1 + spans.answer[1]),
+        first_row=min(completion_rows(prompt_length, 0), thinking_row(think_columns[0], row)),
+        end_row=answer_rows[1],
+        answer_rows=answer_rows,
         think_columns=think_columns,
     )
 
@@ -87,10 +80,10 @@ class _ScoringRecorder(Recorder):
             rows.think_rows.append(torch.cat(think_parts, 1))
             rows.values.append(value[b, :, columns[0]])
 
-    def on_final_norm(self, inv_scale):
+    def on_inverse_rms(self, inv_rms):
         for b, rows in enumerate(self.rows):
             if rows is not None:
-                rows.inv_scale = inv_scale[b]
+                rows.inv_rms = inv_rms[b]
 
 
 class _GenerationRecorder(Recorder):
@@ -115,7 +108,7 @@ class _GenerationRecorder(Recorder):
         self.keys: list[torch.Tensor | None] = [None] * layers
         self.scaling: list[float] = [1.0] * layers
         self.values: list[torch.Tensor | None] = [None] * layers
-        self.inv_scale: list[torch.Tensor] = []
+        self.inv_rms: list[torch.Tensor] = []
         self._rows: tuple[list[torch.Tensor], list[torch.Tensor | None]] | None = None
 
     def on_model_inputs(self, kwargs):
@@ -136,12 +129,12 @@ class _GenerationRecorder(Recorder):
 
     def _start(self, input_ids: torch.Tensor, kwargs: dict) -> None:
         self.prompt_ids = input_ids
-        self.image_index, self.image_counts = _padded_positions(input_ids == self.adapter.image_token_id)
+        self.image_index, self.image_counts = padded_positions(input_ids == self.adapter.image_token_id)
         prompt_length = input_ids.shape[1]
         self.think_open = [prompt_opens_thinking(ids, self.tokens) for ids in input_ids.tolist()]
         self.think_columns: list[tuple[int, int] | None] = [None] * len(self.think_open)
-        first_rows = [prompt_length - 1] + [
-            (opened if self.row == "q" else opened + 1) for opened in self.think_open if opened is not None
+        first_rows = [completion_rows(prompt_length, 0)] + [
+            thinking_row(opened + 1, self.row) for opened in self.think_open if opened is not None
         ]
         self.first_row = min(first_rows)
 
@@ -162,8 +155,8 @@ class _GenerationRecorder(Recorder):
         probs = attention_rows(query[:, :, row_index], key, rows_mask, scaling)
         self.prefill_rows[layer] = _gather_columns(probs, self.image_index).to(query.dtype)
 
-    def on_final_norm(self, inv_scale):
-        self.inv_scale.append(inv_scale)
+    def on_inverse_rms(self, inv_rms):
+        self.inv_rms.append(inv_rms)
 
     def _step_masks(self, steps: list[tuple[torch.Tensor, torch.Tensor | None]], first: int, kv_len: int, dtype):
         """Additive (B or 1, heads or 1, r, kv_len) mask of decode steps ``first ..``: each step's mask, its causality."""
@@ -228,15 +221,15 @@ class _GenerationRecorder(Recorder):
         if tracked != (prompt_length + spans.thinking[0], prompt_length + spans.thinking[1]):
             raise RuntimeError(f"sample {b}: the tracked thinking span disagrees with the completion's spans")
         image_rows, think_rows = self._finalised_rows()
-        # Answer token k is predicted at row prompt_length - 1 + k; decode step i holds row prompt_length + i.
-        answer_steps = torch.arange(spans.answer[0] - 1, spans.answer[1] - 1)
+        # Decode step i holds row prompt_length + i.
+        answer_steps = completion_rows(prompt_length, torch.arange(*spans.answer)) - prompt_length
         width = spans.thinking[1] - spans.thinking[0]
         return SampleRows(
             first_row=self.first_row,
             image_rows=[layer[b, :, :, :count] for layer in image_rows],
             think_rows=[layer[b][:, answer_steps, :width] for layer in think_rows],
             values=[value[b, :, :count] for value in self.values],
-            inv_scale=torch.cat([s[b] for s in self.inv_scale]),
+            inv_rms=torch.cat([s[b] for s in self.inv_rms]),
         )
 
 
@@ -283,14 +276,15 @@ class GenerationRecording:
         grids = [g for g in self._tracer.adapter.image_grids(vision_inputs, counts) for _ in range(copies)]
         sizes = None if image_sizes is None else [s for s in image_sizes for _ in range(copies)]
         start = time.perf_counter()
-        maps = self._tracer._maps(
+        samples = CompletionBatch.build(
+            self._tracer.tokens,
             recorder.prompt_ids,
             [torch.as_tensor(c, dtype=torch.long).cpu() for c in completions],
             recorder.image_counts,
             grids,
             sizes,
-            recorder.sample_rows,
         )
+        maps = self._tracer._maps(samples, recorder.prompt_ids.shape[1], recorder.sample_rows)
         recorder.seconds += time.perf_counter() - start
         return maps
 
@@ -319,7 +313,7 @@ class SaliencyTracer:
         chunk_elements: int = 1 << 24,
         layers: Sequence[int] | None = None,
     ):
-        if row not in ("q", "pos"):
+        if row not in ROW_MODES:
             raise ValueError(f"row must be 'q' or 'pos', got {row!r}")
         self.model = model
         self.tokens = tokens
@@ -375,66 +369,39 @@ class SaliencyTracer:
         The layout is TRL's: ``prompt_ids`` (B, P) left-padded, ``completion_ids`` (B, C) right-padded;
         ``vision_inputs`` are the processor's (``pixel_values``, ``image_grid_thw``, ...).
         """
-        prompt_length = prompt_ids.shape[1]
-        if prompt_mask is None:
-            prompt_mask = torch.ones_like(prompt_ids)
-        if completion_mask is None:
-            completion_mask = torch.ones_like(completion_ids)
-        if "mm_token_type_ids" in vision_inputs:  # the completion holds text tokens only (type 0)
-            types = vision_inputs["mm_token_type_ids"]
-            vision_inputs = {
-                **vision_inputs,
-                "mm_token_type_ids": torch.cat([types, torch.zeros_like(completion_ids)], 1),
-            }
-        input_ids = torch.cat([prompt_ids, completion_ids], 1)
-        attention_mask = torch.cat([prompt_mask, completion_mask], 1)
-        image_index, image_counts = _padded_positions(prompt_ids == self.adapter.image_token_id)
-        plans: list[_Plan | None] = []
-        completions = [ids[:n] for ids, n in zip(completion_ids.cpu(), completion_mask.sum(-1).tolist())]
-        for b, completion in enumerate(completions):
-            spans = self._spans(prompt_ids[b], completion.tolist())
-            plans.append(
-                _plan(spans, prompt_length, self.row)
-                if isinstance(spans, CompletionSpans) and image_counts[b]
-                else None
-            )
-        recorder = _ScoringRecorder(plans, image_index, image_counts, self.chunk_elements)
+        batch = teacher_forced_batch(
+            self, prompt_ids, completion_ids, prompt_mask, completion_mask, image_sizes, vision_inputs
+        )
+        plans = [
+            _plan(spans, batch.prompt_length, self.row) if batch.mapped(b) else None
+            for b, spans in enumerate(batch.spans)
+        ]
+        recorder = _ScoringRecorder(plans, batch.image_index, batch.image_counts, self.chunk_elements)
         with traced_attention(self.adapter, recorder, self.layers), torch.no_grad():
             # Only the final-norm inputs are read; logits over the vocabulary for every position are not needed.
-            self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, **vision_inputs)
-        grids = self.adapter.image_grids(vision_inputs, image_counts)
-        return self._maps(prompt_ids, completions, image_counts, grids, image_sizes, lambda b, spans: recorder.rows[b])
-
-    def _spans(self, prompt_ids: torch.Tensor, completion: list[int]) -> CompletionSpans | str:
-        return completion_spans(prompt_ids.tolist(), completion, self.tokens)
+            self.model(**batch.model_inputs, logits_to_keep=1)
+        return self._maps(batch, batch.prompt_length, lambda b, spans: recorder.rows[b])
 
     @torch.no_grad()
-    def _maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
+    def _maps(
+        self, samples: CompletionBatch, prompt_length: int, rows_of: Callable[[int, CompletionSpans], SampleRows]
+    ) -> list[SaliencyMaps]:
         # Under DeepSpeed ZeRO-3 the read-out weights are gathered once here, on every rank, whatever its samples.
         with whole_parameters(self.adapter.readout_modules()):
-            return self._gathered_maps(prompt_ids, completions, image_counts, grids, image_sizes, rows_of)
+            o_proj = [self.adapter.o_proj_weight(layer) for layer in self.layers]
 
-    def _gathered_maps(self, prompt_ids, completions, image_counts, grids, image_sizes, rows_of) -> list[SaliencyMaps]:
-        o_proj = [self.adapter.o_proj_weight(layer) for layer in self.layers]
-        prompt_length = prompt_ids.shape[1]
-        results = []
-        for b, completion in enumerate(completions):
-            spans = self._spans(prompt_ids[b], completion.tolist())
-            layouts = image_layouts(grids[b], None if image_sizes is None else image_sizes[b], b)
-            if not isinstance(spans, CompletionSpans):
-                results.append(SaliencyMaps(completion, None, layouts, reason=spans))
-                continue
-            if not image_counts[b]:
-                results.append(SaliencyMaps(completion, spans, layouts, reason="the sample has no image"))
-                continue
-            rows = rows_of(b, spans)
-            scores = token_scores(self.adapter, o_proj, rows, completion, spans, prompt_length, self.row)
-            num_tokens = len(completion)
-            pad = {kind: torch.cat([s, s.new_zeros(num_tokens - len(s), s.shape[1])]) for kind, s in scores.items()}
-            direct = torch.arange(num_tokens) < spans.answer[1]
-            flow = (torch.arange(num_tokens) >= spans.answer[0]) & direct
-            results.append(SaliencyMaps(completion, spans, layouts, pad, {"direct": direct, "flow": flow}))
-        return results
+            def scores_of(b: int, spans: CompletionSpans) -> tuple[dict, dict]:
+                completion = samples.completions[b]
+                scores = token_scores(
+                    self.adapter, o_proj, rows_of(b, spans), completion, spans, prompt_length, self.row
+                )
+                num_tokens = len(completion)
+                pad = {kind: torch.cat([s, s.new_zeros(num_tokens - len(s), s.shape[1])]) for kind, s in scores.items()}
+                direct = torch.arange(num_tokens) < spans.answer[1]
+                flow = (torch.arange(num_tokens) >= spans.answer[0]) & direct
+                return pad, {"direct": direct, "flow": flow}
+
+            return samples.maps(scores_of)
 
 
 def _layer_indices(layers: Sequence[int] | None, count: int) -> list[int]:
@@ -449,16 +416,3 @@ def _layer_indices(layers: Sequence[int] | None, count: int) -> list[int]:
     if len(indices) != len(layers):
         raise ValueError(f"layers {list(layers)} name a layer twice")
     return indices
-
-
-def image_layouts(grids: list[ImageGrid], sizes: Sequence[tuple[int, int]] | None, sample: int) -> list[ImageLayout]:
-    """Where each image of sample ``sample`` lies among its image positions, upsampled to ``sizes`` if given."""
-    if sizes is not None and len(sizes) != len(grids):
-        raise ValueError(f"image_sizes[{sample}] lists {len(sizes)} sizes but the sample holds {len(grids)} images")
-    layouts, start = [], 0
-    for i, grid in enumerate(grids):
-        positions = torch.arange(start + grid.skip_leading, start + grid.num_tokens)
-        size = grid.pixels if sizes is None else tuple(int(x) for x in sizes[i])
-        layouts.append(ImageLayout(positions=positions, grid=grid.grid, size=size))
-        start += grid.num_tokens
-    return layouts

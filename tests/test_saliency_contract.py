@@ -128,7 +128,7 @@ def test_only_the_chosen_layers_reach_the_recorder(setup):
         def on_attention(self, layer, query, key, value, mask, scaling):
             self.layers.append(layer)
 
-        def on_final_norm(self, hidden):
+        def on_inverse_rms(self, inv_rms):
             pass
 
     tracer = SaliencyTracer(model, TOKENS, layers=[-1, 0])

@@ -7,9 +7,10 @@ Kinds: ``"attention"`` (raw attention to the image), ``"rollout"`` (attention ro
 (gradient x activation on image embeddings), ``"integrated_gradients"``, ``"rise"``.
 """
 
+from ..batch import TeacherForcedBatch
 from ..spans import completion_spans
 from .attention import AttentionAttribution, AttentionRollout, RawAttention, attention_rollout, eager_attention
-from .base import Attribution, TeacherForcedBatch
+from .base import Attribution
 from .embedding import RISE, GradientTimesActivation, IntegratedGradients, replaced_image_embeddings
 
 BASELINES: dict[str, type[Attribution]] = {

@@ -13,7 +13,8 @@ import torch
 
 from ..adapters import ModelAdapter
 from ..attention_implementation import attention_implementation
-from .base import Attribution, TeacherForcedBatch
+from ..batch import TeacherForcedBatch
+from .base import Attribution
 
 
 def eager_attention(adapter: ModelAdapter) -> AbstractContextManager[None]:

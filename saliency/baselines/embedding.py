@@ -18,8 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..adapters import ModelAdapter
+from ..batch import TeacherForcedBatch
 from ..spans import SpecialTokens
-from .base import Attribution, TeacherForcedBatch
+from .base import Attribution
 
 
 @contextmanager
@@ -48,10 +49,11 @@ def replaced_image_embeddings(
 
 
 class GradientTimesActivation(Attribution):
-    """Grad-CAM on image tokens: ``sum_c dlog p(y_k) / dx_jc * x_jc`` per answer token ``k`` and image position ``j``.
+    """Gradient x activation on image tokens: ``sum_c dlog p(y_k) / dx_jc * x_jc`` per answer token k, position j.
 
-    The gradient is averaged over the points ``alpha * x`` of :meth:`alphas` (here only ``alpha = 1``); summing
-    the answer tokens' rows and clipping at zero (``SaliencyMaps.answer_map``) gives relu of the answer's
+    Every position keeps its own gradient (Grad-CAM would pool the gradient over positions into one weight per
+    channel). The gradient is averaged over the points ``alpha * x`` of :meth:`alphas` (here only ``alpha = 1``);
+    summing the answer tokens' rows and clipping at zero (``SaliencyMaps.answer_map``) gives relu of the answer's
     log-probability gradient times activation, summed over channels.
     """
 
