@@ -38,8 +38,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, LogitsProcessor, LogitsProcessorList
 
-from saliency import SaliencyTracer, SpecialTokens, adapter_for
-from saliency.baselines import GradientTimesActivation, IntegratedGradients, eager_attention
+from saliency import SaliencyTracer, SpecialTokens, completion_spans
+from saliency.baselines import GradientTimesActivation, IntegratedGradients
+from saliency.reference import reference_scores
 from vlm import TinyTokenIds, tiny_model_config
 
 IDS = TinyTokenIds(vocab_size=32000, pad=0, bos=1, eos=2, image=3, video=4, vision_start=5, vision_end=6)
@@ -237,60 +238,18 @@ def traced_score(model, inputs):
     )
 
 
-@torch.no_grad()
 def published_approach(model, inputs) -> dict[str, torch.Tensor]:
     """Direct and flow scores (K, N) the published way: full attention matrices and vocabulary-sized logits.
 
-    Eager attention returns every layer's (H, L, L) weights; each head's output at every image position is
-    projected through W_O, the final norm's gain and the lm_head to (H, N, vocab) logits, from which each
-    answer token's logit is read and weighted by its row's attention (direct) or the attention routed through the
-    thinking tokens (flow), at the real final-norm scale of the row.
+    The brute-force reference the tests check the tracer against (:func:`saliency.reference.reference_scores`),
+    every layer summed.
     """
     input_ids, vision = _full_sequence(inputs)
-    text = model.model.language_model
-    captured = {}
-    hooks = [
-        layer.self_attn.v_proj.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out))
-        for i, layer in enumerate(text.layers)
-    ]
-    hooks.append(text.norm.register_forward_pre_hook(lambda m, a: captured.__setitem__("residual", a[0])))
-    try:
-        with eager_attention(adapter_for(model)):
-            out = model(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True, **vision
-            )
-    finally:
-        for hook in hooks:
-            hook.remove()
-    prompt_length = inputs["prompt"].shape[1]
-    completion = inputs["completion"][0]
-    think_open, think_close = (completion == THINK).nonzero().item(), (completion == END_THINK).nonzero().item()
-    think = prompt_length + torch.arange(think_open + 1, think_close)
-    answer = torch.arange(think_close + 1, len(completion) - 1)  # completion indices, EOS excluded
-    rows = prompt_length - 1 + answer
-    targets = completion[answer]
-    images = (input_ids[0] == IDS.image).nonzero().squeeze(-1)
-    config = text.config
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    head_dim = text.layers[0].self_attn.head_dim
-    residual = captured["residual"][0]
-    inv_rms = torch.rsqrt(residual.pow(2).mean(-1) + text.norm.variance_epsilon)
-    direct = torch.zeros(len(answer), len(images))
-    flow = torch.zeros_like(direct)
-    for layer, attention in enumerate(out.attentions):
-        weights = attention[0]  # (H, L, L)
-        values = captured[layer][0].reshape(-1, kv_heads, head_dim)[images].repeat_interleave(heads // kv_heads, 1)
-        w_o = text.layers[layer].self_attn.o_proj.weight.reshape(-1, heads, head_dim)  # (D, H, d)
-        head_outputs = torch.einsum("nhd,Dhd->hnD", values, w_o)  # (H, N, D)
-        logits = (
-            head_outputs * text.norm.weight
-        ) @ model.lm_head.weight.T  # (H, N, vocab): the vocabulary-sized tensor
-        per_token = logits[:, :, targets].permute(2, 0, 1) * inv_rms[rows][:, None, None]  # (K, H, N)
-        direct += torch.einsum("hkn,khn->kn", weights[:, rows][:, :, images], per_token)
-        routed = weights[:, rows][:, :, think] @ weights[:, think - 1][:, :, images]  # (H, K, N)
-        flow += torch.einsum("hkn,khn->kn", routed, per_token)
-        del logits
-    return {"direct": direct, "flow": flow}
+    spans = completion_spans(inputs["prompt"][0].tolist(), inputs["completion"][0].tolist(), TOKENS)
+    (scores,) = reference_scores(
+        model, input_ids, torch.ones_like(input_ids), vision, inputs["prompt"].shape[1], [spans]
+    )
+    return scores
 
 
 def gradient_baseline(model, inputs):
@@ -313,8 +272,8 @@ def check_agreement(model, inputs) -> float:
     start, end = traced.spans.answer
     worst = 0.0
     for kind in ("direct", "flow"):
-        ours = traced.scores[kind][start:end]
-        worst = max(worst, float((ours - published[kind]).abs().max() / published[kind].abs().max()))
+        ours, theirs = traced.scores[kind][start:end], published[kind][start:end]
+        worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
     return worst
 
 

@@ -1,8 +1,7 @@
-"""Tiny VLMs, hand-built inputs and the brute-force reference the saliency tracer is tested against.
+"""Tiny VLMs and hand-built inputs for the saliency tests.
 
-The reference runs the model with eager attention and ``output_attentions=True`` and decomposes every head's
-contribution explicitly through the final RMSNorm (at the real scale) and the full lm_head, reading the logit
-of the target token out of vocabulary-sized logits: the slow, obvious computation of SPEC section 3.
+The brute-force reference the tracer is tested against is :func:`saliency.reference.reference_scores`, shared
+with the tracer benchmark.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from saliency import SpecialTokens
-from saliency.attention_implementation import attention_implementation
 from vlm.tiny_configs import TinyTokenIds, tiny_model_config
 
 IDS = TinyTokenIds(vocab_size=64, pad=0, bos=1, eos=2, image=3, video=4, vision_start=5, vision_end=6)
@@ -109,63 +107,3 @@ def scripted_generate_kwargs(scripts: list[list[int]], prompt_length: int) -> di
         "do_sample": False,
         "max_new_tokens": max(map(len, scripts)) + 1,
     }
-
-
-def image_positions(input_ids: torch.Tensor) -> list[torch.Tensor]:
-    return [row.eq(IDS.image).nonzero().squeeze(-1) for row in input_ids]
-
-
-@torch.no_grad()
-def reference_scores(
-    model, input_ids, attention_mask, vision, prompt_length: int, spans: list, row: str = "q", layers=None
-) -> list:
-    """Brute-force direct and flow scores (K, N) per sample, None where ``spans`` is None; ``layers``: summed ones."""
-    text = model.model.language_model
-    captured = {}
-    hooks = [
-        layer.self_attn.v_proj.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(("v", i), out))
-        for i, layer in enumerate(text.layers)
-    ]
-    hooks.append(text.norm.register_forward_pre_hook(lambda m, a: captured.__setitem__("r", a[0])))
-    try:
-        with attention_implementation(text, "eager"):
-            out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True, **vision)
-    finally:
-        for h in hooks:
-            h.remove()
-    heads, kv_heads = text.config.num_attention_heads, text.config.num_key_value_heads
-    head_dim = text.layers[0].self_attn.head_dim
-    eps = text.norm.variance_epsilon
-    gain, vocab = text.norm.weight, model.lm_head.weight
-    results = []
-    for b, span in enumerate(spans):
-        if span is None:
-            results.append(None)
-            continue
-        images = image_positions(input_ids)[b]
-        r = captured["r"][b]
-        inv_rms = torch.rsqrt(r.pow(2).mean(-1) + eps)
-        end = span.answer[1]
-        think = prompt_length + torch.arange(*span.thinking)
-        think_rows = think - 1 if row == "q" else think
-        direct = torch.zeros(end, len(images), dtype=r.dtype)
-        flow = torch.zeros_like(direct)
-        for layer, attention in enumerate(out.attentions):
-            if layers is not None and layer not in layers:
-                continue
-            a = attention[b]  # (H, L, L)
-            v = captured[("v", layer)][b].reshape(-1, kv_heads, head_dim)[images]  # (N, KVH, d)
-            w_o = text.layers[layer].self_attn.o_proj.weight  # (D, H*d)
-            for h in range(heads):
-                w_h = w_o[:, h * head_dim : (h + 1) * head_dim]
-                head_vectors = v[:, h // (heads // kv_heads)] @ w_h.T  # (N, D): W_O[l,h] v[l,h][j]
-                for k in range(end):
-                    q = prompt_length - 1 + k
-                    y = int(input_ids[b, prompt_length + k])
-                    logits = (gain * head_vectors * inv_rms[q]) @ vocab.T  # (N, vocab)
-                    direct[k] += a[h, q, images] * logits[:, y]
-                    if span.answer[0] <= k:
-                        weight = a[h, q, think] @ a[h][think_rows][:, images]  # (N,)
-                        flow[k] += weight * logits[:, y]
-        results.append({"direct": direct, "flow": flow})
-    return results

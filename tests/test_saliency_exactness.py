@@ -9,7 +9,6 @@ from saliency_reference import (
     THINK,
     TOKENS,
     prompt_batch,
-    reference_scores,
     right_pad,
     scripted_generate_kwargs,
     text_inputs,
@@ -18,6 +17,7 @@ from saliency_reference import (
 )
 
 from saliency import SaliencyTracer, find_spans
+from saliency.reference import reference_scores
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava")
 # Sample 0 has one 2x3 image, sample 1 two images (2x2, 1x2) and a longer prompt, so sample 0 is left-padded.
