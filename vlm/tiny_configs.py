@@ -16,7 +16,13 @@ from transformers import (
     Qwen3VLConfig,
 )
 
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava")
+CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
+    "qwen2_5_vl": Qwen2_5_VLConfig,
+    "qwen2_vl": Qwen2VLConfig,
+    "qwen3_vl": Qwen3VLConfig,
+    "llava": LlavaConfig,
+}
+FAMILIES = tuple(CONFIG_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -93,86 +99,48 @@ def tiny_model_config(
         "bos_token_id": ids.bos,
         "eos_token_id": ids.eos,
     }
-    special = {
-        "image_token_id": ids.image,
-        "video_token_id": ids.video,
-        "vision_start_token_id": ids.vision_start,
-        "vision_end_token_id": ids.vision_end,
-    }
     # mrope splits the rotary half-dimension into (temporal, height, width) sections.
     half = head_dim // 2
-    mrope = [half - 2 * (half // 3), half // 3, half // 3]
-    if family == "qwen2_vl":
-        return Qwen2VLConfig(
-            text_config=dict(
-                text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
-            ),
-            vision_config={
-                "depth": vision_depth,
-                "embed_dim": vision_hidden_size,
-                "hidden_size": hidden_size,
-                "num_heads": 2,
-                "mlp_ratio": 2,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "initializer_range": vision_init,
-            },
-            initializer_range=text_init,
-            **special,
-        )
-    if family == "qwen2_5_vl":
-        return Qwen2_5_VLConfig(
-            text_config=dict(
-                text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
-            ),
-            vision_config={
-                "depth": vision_depth,
-                "hidden_size": vision_hidden_size,
-                "intermediate_size": 2 * vision_hidden_size,
-                "num_heads": 2,
-                "out_hidden_size": hidden_size,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "window_size": vision_window * 28,
-                "fullatt_block_indexes": [vision_depth - 1] if vision_full_attention else [],
-                "initializer_range": vision_init,
-            },
-            initializer_range=text_init,
-            **special,
-        )
-    if family == "qwen3_vl":
-        return Qwen3VLConfig(
-            text_config=dict(
-                text,
-                head_dim=head_dim,
-                rope_parameters={
-                    "rope_type": "default",
-                    "rope_theta": 10000.0,
-                    "mrope_section": mrope,
-                    "mrope_interleaved": True,
-                },
-            ),
-            vision_config={
-                "depth": vision_depth,
-                "hidden_size": vision_hidden_size,
-                "intermediate_size": 2 * vision_hidden_size,
-                "num_heads": 2,
-                "out_hidden_size": hidden_size,
-                "patch_size": vision_patch_size or 16,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "num_position_embeddings": 144,  # a 12 x 12 grid: the patches of the largest (6 x 6 merged) image
-                "deepstack_visual_indexes": [0] if vision_depth else [],
-                "initializer_range": vision_init,
-            },
-            initializer_range=text_init,
-            **special,
-        )
-    return LlavaConfig(
-        text_config=dict(text, model_type="llama", head_dim=head_dim),
-        vision_config={
+    rope = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [half - 2 * (half // 3), half // 3, half // 3],
+    }
+    text_extra = {
+        "qwen2_vl": {"rope_parameters": rope},
+        "qwen2_5_vl": {"rope_parameters": rope},
+        "qwen3_vl": {"head_dim": head_dim, "rope_parameters": {**rope, "mrope_interleaved": True}},
+        "llava": {"model_type": "llama", "head_dim": head_dim},
+    }[family]
+    qwen_vision = {
+        "depth": vision_depth,
+        "num_heads": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "initializer_range": vision_init,
+    }
+    widths = {
+        "hidden_size": vision_hidden_size,
+        "intermediate_size": 2 * vision_hidden_size,
+        "out_hidden_size": hidden_size,
+    }
+    vision = {
+        "qwen2_vl": {**qwen_vision, "embed_dim": vision_hidden_size, "hidden_size": hidden_size, "mlp_ratio": 2},
+        "qwen2_5_vl": {
+            **qwen_vision,
+            **widths,
+            "window_size": vision_window * 28,
+            "fullatt_block_indexes": [vision_depth - 1] if vision_full_attention else [],
+        },
+        "qwen3_vl": {
+            **qwen_vision,
+            **widths,
+            "patch_size": vision_patch_size or 16,
+            "num_position_embeddings": 144,  # a 12 x 12 grid: the patches of the largest (6 x 6 merged) image
+            "deepstack_visual_indexes": [0] if vision_depth else [],
+        },
+        "llava": {
             "model_type": "clip_vision_model",
             "hidden_size": vision_hidden_size,
             "intermediate_size": 2 * vision_hidden_size,
@@ -183,8 +151,16 @@ def tiny_model_config(
             "projection_dim": vision_hidden_size,
             "initializer_range": vision_init,
         },
-        image_token_id=ids.image,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-        pad_token_id=ids.pad,
+    }[family]
+    if family == "llava":
+        top = {"vision_feature_layer": -1, "vision_feature_select_strategy": "default", "pad_token_id": ids.pad}
+    else:
+        top = {
+            "initializer_range": text_init,
+            "video_token_id": ids.video,
+            "vision_start_token_id": ids.vision_start,
+            "vision_end_token_id": ids.vision_end,
+        }
+    return CONFIG_CLASSES[family](
+        text_config={**text, **text_extra}, vision_config=vision, image_token_id=ids.image, **top
     )
