@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageColor
 from resume_helpers import assert_same_weights, kill_after_checkpoint, logged
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 from trl import ModelConfig, SFTConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -99,8 +100,32 @@ def test_lora_trains_only_the_adapter(tiny_model_dir, synthetic_data_dir, tmp_pa
     )
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 4
-    assert (out / "merged" / "model.safetensors").is_file()
     assert not (out / "model.safetensors").exists()
+    base, merged = (
+        AutoModelForImageTextToText.from_pretrained(path).state_dict() for path in (tiny_model_dir, out / "merged")
+    )
+    deltas = adapter_deltas(out)
+    assert set(merged) == set(base) and deltas.keys() < base.keys()
+    assert all(delta.abs().sum() > 0 for delta in deltas.values())  # lora_B starts at zero: every adapter trained
+    for name, weight in base.items():  # the merged model is the untouched base plus the adapter
+        if name in deltas:
+            torch.testing.assert_close(merged[name], weight + deltas[name])
+        else:
+            assert torch.equal(merged[name], weight), name
+
+
+def adapter_deltas(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    """The weight change of each adapted layer (scaling x B @ A), keyed by the name of the base model's weight (as
+    loaded: the state dict, not the file, whose Qwen2.5-VL names are the hub's older ones)."""
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    weights = load_file(adapter_dir / "adapter_model.safetensors")
+    deltas = {}
+    for name, a in weights.items():
+        if ".lora_A." in name:
+            b = weights[name.replace(".lora_A.", ".lora_B.")]
+            base_name = name.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            deltas[base_name] = config["lora_alpha"] / config["r"] * b @ a
+    return deltas
 
 
 def test_qlora_trains_a_4bit_model(tiny_model_dir, synthetic_data_dir, tmp_path):
@@ -122,7 +147,9 @@ def test_qlora_trains_a_4bit_model(tiny_model_dir, synthetic_data_dir, tmp_path)
             )
         )
     )
-    assert (out / "adapter_model.safetensors").is_file()
+    deltas = adapter_deltas(out)
+    assert {name.split(".")[-2] for name in deltas} == {"q_proj", "v_proj"}
+    assert all(delta.isfinite().all() and delta.abs().sum() > 0 for delta in deltas.values())  # lora_B trained
 
 
 def test_loss_mask_covers_the_assistant_turn_only(tiny_model_dir, synthetic_data_dir):
@@ -168,8 +195,15 @@ def write_cold_start_json(folder: Path) -> tuple[Path, Path]:
 def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
     source, images = write_cold_start_json(tmp_path)
     rows = load_sft_dataset(str(source), source="llava_cot", split="train", image_dir=str(images))
-    assert len(rows) == 3
-    assert rows[0]["messages"][-1]["content"][0]["text"].endswith("</think>red")
+    for i, (row, colour) in enumerate(zip(rows, ["red", "blue", "green"], strict=True)):
+        assert [message["role"] for message in row["messages"]] == ["system", "user", "assistant"]
+        question = [{"type": "image", "text": None}, {"type": "text", "text": "What colour is the image?"}]
+        assert row["messages"][1]["content"] == question
+        reasoning = f"Look at it.\n\nA flat image.\n\nEvery pixel is {colour}."
+        assert row["messages"][2]["content"] == [{"type": "text", "text": f"<think>{reasoning}</think>{colour}"}]
+        assert [image.size for image in row["images"]] == [(64, 48)]
+        assert row["images"][0].convert("RGB").getpixel((0, 0)) == ImageColor.getrgb(colour)
+        assert (row["dataset"], row["question_id"]) == ("llava_cot", f"llava_cot-q{i}")
     out = run_sft(
         *parse(
             tiny_args(
@@ -185,7 +219,11 @@ def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
             )
         )
     )
-    assert (out / "model.safetensors").is_file()
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [log["loss"] for log in state["log_history"] if "loss" in log]
+    assert state["global_step"] == 2 and len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    initial, trained = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(not torch.equal(trained[name], weight) for name, weight in initial.items())  # the rows trained it
 
 
 @pytest.mark.parametrize("recipe", ["qwen2_5_vl_3b_zero3", "qwen2_5_vl_7b_zero3"])
