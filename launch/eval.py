@@ -8,6 +8,10 @@ self-contained `report.html` to `--output_dir`. Every field of `EvalArguments` a
 the YAML recipe or on the command line (`--help` lists them).
 """
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 import logging
 
 from trl import ModelConfig, TrlParser

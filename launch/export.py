@@ -8,6 +8,10 @@ Writes `proposals.jsonl` (one line per image), `masks/*.png` and `errors.jsonl` 
 `trl.ModelConfig` can be set in the YAML recipe or on the command line (`--help` lists them).
 """
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 import logging
 
 from trl import ModelConfig, TrlParser

@@ -7,6 +7,10 @@ Every field of `GRPOScriptArguments`, `rl.SaliencyGRPOConfig` (TRL's GRPOConfig 
 `trl.ModelConfig` can be set in the YAML recipe or overridden on the command line (`--help` lists them).
 """
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 

@@ -22,6 +22,10 @@ Rerunning skips finished steps (the pre-training resumes from its last checkpoin
 
 from __future__ import annotations
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 import argparse
 import hashlib
 import json
@@ -32,10 +36,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from launch.pipeline import run
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The architecture chosen side by side (BENCHMARKS.md, "The grounded tiny base model").
 ARCHITECTURE = {

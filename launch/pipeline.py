@@ -12,6 +12,10 @@ training stages also resume from their last checkpoint). `--force` reruns everyt
 
 from __future__ import annotations
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 import argparse
 import shlex
 import subprocess
@@ -34,6 +38,45 @@ def run(step: str, command: list[str], done: Path, force: bool) -> None:
     print(f"[pipeline] {step}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def flags(**values: object) -> list[str]:
+    """``--name value`` for each keyword, in order."""
+    return [part for name, value in values.items() for part in (f"--{name}", str(value))]
+
+
+def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
+    """The stages in order, each (name, command, the file whose presence marks it done)."""
+    root, python = args.output_root, sys.executable
+    data, sft, grpo, evaluation = root / "data", root / "sft-tiny", root / "grpo-tiny", root / "eval"
+    trained = {"dataset_name": data, "resume_from_checkpoint": "true"}
+    return [
+        (
+            "generate the synthetic data",
+            [python, "-m", "data_tools.synthetic"]
+            + flags(output_dir=data, num_sft=args.num_sft, num_rl=args.num_rl, num_eval=args.num_eval, seed=args.seed),
+            data / "dataset_dict.json",
+        ),
+        (
+            "SFT cold start",
+            [python, "launch/sft.py"]
+            + flags(config=args.sft_config, model_name_or_path=args.base_model, output_dir=sft, **trained),
+            sft / "processor_config.json",
+        ),
+        (
+            "GRPO with the saliency reward",
+            [python, "launch/grpo.py"]
+            + flags(config=args.grpo_config, model_name_or_path=sft, output_dir=grpo, **trained),
+            grpo / "processor_config.json",
+        ),
+        (
+            "evaluation",
+            [python, "launch/eval.py"]
+            + flags(config=args.eval_config, model_name_or_path=grpo, compare_model_name_or_path=sft, dataset_name=data)
+            + flags(output_dir=evaluation, max_samples=args.eval_samples, faithfulness_samples=4),
+            evaluation / "report.html",
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_root", type=Path, default=Path("outputs"), help="Where every stage writes.")
@@ -53,93 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="Rerun stages whose output already exists.")
     args = parser.parse_args(argv)
 
-    root = args.output_root
-    data, sft_out = root / "data", root / "sft-tiny"
-    grpo_out, eval_out = root / "grpo-tiny", root / "eval"
-    python = sys.executable
-    start = time.perf_counter()
-    run(
-        "generate the synthetic data",
-        [
-            python,
-            "-m",
-            "data_tools.synthetic",
-            "--output_dir",
-            str(data),
-            "--num_sft",
-            str(args.num_sft),
-            "--num_rl",
-            str(args.num_rl),
-            "--num_eval",
-            str(args.num_eval),
-            "--seed",
-            str(args.seed),
-        ],
-        data / "dataset_dict.json",
-        args.force,
-    )
-    run(
-        "SFT cold start",
-        [
-            python,
-            "launch/sft.py",
-            "--config",
-            str(args.sft_config),
-            "--model_name_or_path",
-            args.base_model,
-            "--dataset_name",
-            str(data),
-            "--output_dir",
-            str(sft_out),
-            "--resume_from_checkpoint",
-            "true",
-        ],
-        sft_out / "processor_config.json",
-        args.force,
-    )
-    run(
-        "GRPO with the saliency reward",
-        [
-            python,
-            "launch/grpo.py",
-            "--config",
-            str(args.grpo_config),
-            "--model_name_or_path",
-            str(sft_out),
-            "--dataset_name",
-            str(data),
-            "--output_dir",
-            str(grpo_out),
-            "--resume_from_checkpoint",
-            "true",
-        ],
-        grpo_out / "processor_config.json",
-        args.force,
-    )
-    run(
-        "evaluation",
-        [
-            python,
-            "launch/eval.py",
-            "--config",
-            str(args.eval_config),
-            "--model_name_or_path",
-            str(grpo_out),
-            "--compare_model_name_or_path",
-            str(sft_out),
-            "--dataset_name",
-            str(data),
-            "--output_dir",
-            str(eval_out),
-            "--max_samples",
-            str(args.eval_samples),
-            "--faithfulness_samples",
-            "4",
-        ],
-        eval_out / "report.html",
-        args.force,
-    )
-    print(f"[pipeline] finished in {time.perf_counter() - start:.0f} s; report: {eval_out / 'report.html'}")
+    start, table = time.perf_counter(), stages(args)
+    for step, command, done in table:
+        run(step, command, done, args.force)
+    print(f"[pipeline] finished in {time.perf_counter() - start:.0f} s; report: {table[-1][2]}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 Writes eval_report.json and explanations.jsonl beside the checkpoint (or in --report_dir).
 """
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,9 @@ from predictor.report import evaluation_report, write_explanations
 
 
 @dataclass
-class EvalArguments:
+class PredictorEvalArguments:
+    """Which checkpoint to evaluate and where the report goes (the data and settings come from the recipe)."""
+
     checkpoint: str = field(default="", metadata={"help": "Checkpoint file written by launch/predictor_train.py."})
     report_dir: str | None = field(default=None, metadata={"help": "Where to write the report (default: beside it)."})
     deletion_steps: int | None = field(
@@ -26,7 +32,7 @@ class EvalArguments:
     )
 
 
-def main(eval_args: EvalArguments, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig):
+def main(eval_args: PredictorEvalArguments, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig):
     if not eval_args.checkpoint:
         raise ValueError("--checkpoint is required")
     model, meta = load_predictor(eval_args.checkpoint, training_args.device)
@@ -51,6 +57,6 @@ def main(eval_args: EvalArguments, data_args: PredictorDataConfig, training_args
 
 if __name__ == "__main__":
     # The model architecture comes from the checkpoint; PredictorModelConfig is parsed so one recipe serves both.
-    parser = TrlParser((EvalArguments, PredictorModelConfig, PredictorDataConfig, PredictorTrainingConfig))
+    parser = TrlParser((PredictorEvalArguments, PredictorModelConfig, PredictorDataConfig, PredictorTrainingConfig))
     eval_args, _, data_args, training_args = parser.parse_args_and_config()
     main(eval_args, data_args, training_args)

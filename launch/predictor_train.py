@@ -7,6 +7,10 @@ checkpoints in --output_dir (resume with --resume_from latest) and, when --eval_
 writes eval_report.json and explanations.jsonl there.
 """
 
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
+
+# isort: split
+
 import json
 from pathlib import Path
 

@@ -6,11 +6,9 @@ Every field of `SFTScriptArguments`, `trl.SFTConfig` and `trl.ModelConfig` can b
 overridden on the command line (`--help` lists them).
 """
 
-import sys
-from pathlib import Path
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 
-# Python puts this script's folder first on sys.path, where this file would shadow the `sft` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# isort: split
 
 from accelerate import PartialState
 from trl import ModelConfig, SFTConfig, TrlParser

@@ -9,11 +9,9 @@ Writes ``<kind>.png`` (the map over the image, boxes drawn), ``<kind>.npy`` (the
 including TRL's model flags (``--dtype``, ``--attn_implementation``...).
 """
 
-import sys
-from pathlib import Path
+import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 
-# Python puts this script's folder first on sys.path, where this file would shadow the standard library's `trace`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# isort: split
 
 from trl import ModelConfig, TrlParser
 

@@ -48,3 +48,29 @@ def test_pipeline_runs_every_stage_and_skips_them_when_rerun(tmp_path):
     assert again.stdout.count("already done") == 4  # every stage skipped
     sft_config = json.loads((root / "sft-tiny" / "config.json").read_text())
     assert sft_config["model_type"] == "qwen3_vl"  # the cold start started from the shipped base (vlm/tiny_base)
+
+
+def test_stages_are_skipped_when_their_output_exists(tmp_path, capsys):
+    from launch.pipeline import main
+
+    done = ("data/dataset_dict.json", "sft-tiny/processor_config.json", "grpo-tiny/processor_config.json")
+    for path in (*done, "eval/report.html"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    main(["--output_root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.count("already done") == 4 and f"report: {tmp_path / 'eval' / 'report.html'}" in out
+
+
+def test_force_reruns_a_finished_stage_and_a_failure_names_it(tmp_path):
+    from launch.pipeline import run
+
+    done = tmp_path / "done"
+    done.write_text("old")
+    write = [sys.executable, "-c", f"open({str(done)!r}, 'w').write('new')"]
+    run("write", write, done, force=False)
+    assert done.read_text() == "old"
+    run("write", write, done, force=True)
+    assert done.read_text() == "new"
+    with pytest.raises(SystemExit, match=r"\[pipeline\] fail failed"):
+        run("fail", [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "never", force=False)
