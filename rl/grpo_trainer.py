@@ -46,8 +46,9 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
     reach the rewards as the columns `saliency_map` (flow map) and `saliency_map_direct`, each entry a float array at
     the image's pixel size, or None for a completion without a map (bad format, no image). Resuming a full fine-tune
     restores the checkpoint's weights exactly (`vlm.ExactResumeMixin`). Everything else is TRL's GRPO, unchanged. Extra logs: `saliency/pg`, `saliency/energy_pg` (flow map, completions that have one),
-    `saliency/empty_maps` (fraction without a usable map), `saliency/tracer_time_share` (tracer seconds over step
-    seconds) and `tokens_per_second` (completion tokens generated per second of training step).
+    `saliency/no_map` (fraction of completions without a map: bad format, no image), `saliency/empty_map` (fraction
+    whose map has no positive mass; rows without a box count in neither), `saliency/tracer_time_share` (tracer
+    seconds over step seconds) and `tokens_per_second` (completion tokens generated per second of training step).
     """
 
     args: SaliencyGRPOConfig
@@ -142,18 +143,22 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
         return None if not maps else maps[0].upsampled()
 
     def _log_map_metrics(self, inputs: list[dict]) -> None:
-        pg, energy, empty = [], [], 0
+        pg, energy, no_map, empty_map = [], [], 0, 0
         for example in inputs:
-            scores = None
-            if example.get("saliency_map") is not None and example.get("bbox") is not None:
-                scores = energy_pointing_game(example["saliency_map"], example["bbox"])
+            if example.get("saliency_map") is None:
+                no_map += 1
+                continue
+            if example.get("bbox") is None:
+                continue
+            scores = energy_pointing_game(example["saliency_map"], example["bbox"])
             if scores is None:
-                empty += 1
+                empty_map += 1
                 continue
             energy.append(scores)
             pg.append(pointing_game(example["saliency_map"], example["bbox"]))
         metrics = self._trl_metrics()
-        metrics["saliency/empty_maps"].append(empty / max(len(inputs), 1))
+        metrics["saliency/no_map"].append(no_map / max(len(inputs), 1))
+        metrics["saliency/empty_map"].append(empty_map / max(len(inputs), 1))
         if energy:
             metrics["saliency/energy_pg"].append(float(np.mean(energy)))
             metrics["saliency/pg"].append(float(np.mean([p for p in pg if p is not None])))

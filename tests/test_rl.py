@@ -7,7 +7,9 @@ import inspect
 import math
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -109,8 +111,28 @@ def test_badly_formatted_completions_get_no_map_and_a_finite_zero(tiny_model_dir
     log = next(entry for entry in trainer.state.log_history if "reward" in entry)
     assert log["rewards/saliency_energy_pg/mean"] == 0.0
     assert log["saliency_energy_pg/bad_format"] == 1.0
-    assert log["saliency/empty_maps"] == 1.0
+    assert log["saliency/no_map"] == 1.0 and log["saliency/empty_map"] == 0.0
     assert all(math.isfinite(v) for v in log.values() if isinstance(v, float))
+
+
+def test_map_metrics_count_missing_and_empty_maps_apart():
+    box = [[0.0, 0.0, 0.5, 0.5]]
+    inside = np.zeros((8, 8), np.float32)
+    inside[1, 1] = 1.0
+    rows = [
+        {"saliency_map": None, "bbox": box},  # bad format or no image
+        {"saliency_map": np.zeros((8, 8), np.float32), "bbox": box},  # nothing above 0
+        {"saliency_map": inside, "bbox": None},  # no box to score against
+        {"saliency_map": inside, "bbox": box},
+    ]
+    metrics = defaultdict(list)
+    SaliencyGRPOTrainer._log_map_metrics(SimpleNamespace(_trl_metrics=lambda: metrics), rows)
+    assert dict(metrics) == {
+        "saliency/no_map": [0.25],
+        "saliency/empty_map": [0.25],
+        "saliency/energy_pg": [1.0],
+        "saliency/pg": [1.0],
+    }
 
 
 def test_step_logs_the_saliency_metrics(tiny_model_dir, synthetic_data_dir, tmp_path):

@@ -30,7 +30,7 @@ from vlm import load_processor
 
 pytestmark = pytest.mark.slow
 
-# Metrics TRL gathers over all processes before logging (per-process metrics such as saliency/empty_maps are not).
+# Metrics TRL gathers over all processes before logging (per-process metrics such as saliency/no_map are not).
 GATHERED = (
     "completions/mean_length", "completions/min_length", "completions/max_length", "num_tokens", "entropy",
     "reward", "rewards/format_reward/mean", "rewards/accuracy_reward/mean", "rewards/saliency_energy_pg/mean",
