@@ -32,7 +32,10 @@ class PredictorEvalArguments:
     )
 
 
-def main(eval_args: PredictorEvalArguments, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig):
+def main(
+    eval_args: PredictorEvalArguments, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig
+) -> None:
+    """Score the checkpoint on the recipe's eval split; write eval_report.json (and explanations.jsonl)."""
     if not eval_args.checkpoint:
         raise ValueError("--checkpoint is required")
     model, meta = load_predictor(eval_args.checkpoint, training_args.device)

@@ -21,7 +21,10 @@ from predictor.dataset import build_dataset
 from predictor.report import evaluation_report, write_explanations
 
 
-def main(model_args: PredictorModelConfig, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig):
+def main(
+    model_args: PredictorModelConfig, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig
+) -> None:
+    """Train on the recipe's train split; with eval fixations set, also write the evaluation beside the checkpoints."""
     train_dataset = build_dataset(data_args, "train", model_args.use_proposals)
     trainer = PredictorTrainer(model_args, training_args, train_dataset)
     trainer.train()
