@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decoy_fraction", type=float, default=1.0, help="Share of sft/rl rows with the cue.")
+    parser.add_argument(
+        "--decoy_conflict_fraction", type=float, default=0.0, help="Further share whose cue says a wrong answer."
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SFT and GRPO seeds (paired).")
     parser.add_argument("--data_seed", type=int, default=0, help="Seed of the synthetic decoy data.")
     parser.add_argument("--num_sft", type=int, default=8000, help="SFT rows.")
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         "decoy data",
         [python, "-m", "data_tools.synthetic", "--output_dir", str(data), "--seed", str(args.data_seed),
          "--num_sft", str(args.num_sft), "--num_rl", str(args.num_rl), "--num_eval", str(args.num_eval),
-         "--decoy_fraction", str(args.decoy_fraction)],
+         "--decoy_fraction", str(args.decoy_fraction), "--decoy_conflict_fraction", str(args.decoy_conflict_fraction)],
         data / "dataset_dict.json",
         force=False,
     )  # fmt: skip
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     picture = figure({arm: root / f"eval-{arm}-seed{first}-conflict" for arm in ARMS}, args.report_rows, cues)
     result = {
         "decoy_fraction": args.decoy_fraction,
+        "decoy_conflict_fraction": args.decoy_conflict_fraction,
         "seeds": args.seeds,
         "grpo_config": str(args.grpo_config),
         "extra_grpo_flags": extra,

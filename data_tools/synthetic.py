@@ -582,6 +582,7 @@ def generate_split(
     kind: str | None = None,
     cue: str | None = None,
     cue_fraction: float = 1.0,
+    conflict_fraction: float = 0.0,
 ) -> Dataset:
     """Generate ``num_rows`` rows of ``split`` laid out as ``kind`` (``"sft"``, ``"rl"``, ``"eval"``, ``"caption"``;
     default: split).
@@ -600,18 +601,24 @@ def generate_split(
 
     With ``config.decoy`` every row has the :data:`~data_tools.schema.DECOY_FEATURES` columns: what the decoy swatch
     says and its normalised box (``""`` and ``[]`` without one).
-    ``cue="agree"`` draws a swatch that says the answer on a fraction ``cue_fraction`` of the rows (chosen from each
-    row's random stream), ``cue="conflict"`` one that says a wrong answer on every row (:func:`make_example`).
+    ``cue="agree"`` draws a swatch that says the answer on a fraction ``cue_fraction`` of the rows and one that says a
+    wrong answer on a further ``conflict_fraction`` (chosen from each row's random stream); ``cue="conflict"`` one
+    that says a wrong answer on every row (:func:`make_example`).
     """
     kind = kind or split
-    if not 0.0 <= cue_fraction <= 1.0:
-        raise ValueError(f"cue_fraction must lie in [0, 1], got {cue_fraction}")
+    if not (0.0 <= cue_fraction <= 1.0 and 0.0 <= conflict_fraction <= 1.0 - cue_fraction):
+        raise ValueError(
+            f"cue_fraction ({cue_fraction}) and conflict_fraction ({conflict_fraction}) must lie in [0, 1] and sum "
+            "to at most 1"
+        )
     if kind not in ("sft", "rl", "eval", "caption", "perception", "grounding"):
         raise ValueError(f"kind must be 'sft', 'rl', 'eval', 'caption', 'perception' or 'grounding', got {kind!r}")
     columns: dict[str, list] = {}
     for index in tqdm(range(num_rows), desc=f"synthetic {split}", disable=num_rows < 500):
         draw = random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}/cue").random()
-        row_cue = cue if cue == "conflict" or (cue == "agree" and draw < cue_fraction) else None
+        row_cue = cue
+        if cue == "agree" and draw >= cue_fraction:
+            row_cue = "conflict" if draw < cue_fraction + conflict_fraction else None
         ex = make_example(seed, split, index, config, row_cue)
         if kind == "sft":
             row = {"messages": sft_messages(ex.problem, ex.reasoning, ex.solution), "images": [_png(ex.image)]}
@@ -658,19 +665,22 @@ def generate_synthetic(
     num_perception: int = 0,
     num_grounding: int = 0,
     decoy_fraction: float = 1.0,
+    decoy_conflict_fraction: float = 0.0,
 ) -> DatasetDict:
     """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding``
     splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` > 0 (see :func:`generate_split`).
 
     With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
-    a swatch that says the answer, and ``eval`` is replaced by two held-out splits of the same ``num_eval`` scenes:
+    a swatch that says the answer, a further ``decoy_conflict_fraction`` one that says a wrong answer, and ``eval`` is replaced by two held-out splits of the same ``num_eval`` scenes:
     ``clean`` (no swatch) and ``conflict`` (a swatch that says a wrong answer).
     """
     decoy = config is not None and config.decoy
     cue = "agree" if decoy else None
     splits = {
-        "sft": generate_split("sft", num_sft, seed, config, cue=cue, cue_fraction=decoy_fraction),
-        "rl": generate_split("rl", num_rl, seed, config, cue=cue, cue_fraction=decoy_fraction),
+        name: generate_split(
+            name, rows, seed, config, cue=cue, cue_fraction=decoy_fraction, conflict_fraction=decoy_conflict_fraction
+        )
+        for name, rows in (("sft", num_sft), ("rl", num_rl))
     }
     if decoy:
         splits["clean"] = generate_split("eval", num_eval, seed, config)
@@ -721,6 +731,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "bottom-right corner whose shade says the answer on this fraction of the sft and rl rows; held-out splits "
         "clean (no swatch) and conflict (the swatch says a wrong answer) instead of eval. Default: no decoy.",
     )
+    parser.add_argument(
+        "--decoy_conflict_fraction",
+        type=float,
+        default=0.0,
+        help="With --decoy_fraction: a further fraction of the sft and rl rows whose swatch says a wrong answer.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
@@ -729,6 +745,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"--{name} must be >= 0")
     if args.decoy_fraction is not None and not 0.0 <= args.decoy_fraction <= 1.0:
         parser.error(f"--decoy_fraction must lie in [0, 1], got {args.decoy_fraction}")
+    if args.decoy_conflict_fraction and args.decoy_fraction is None:
+        parser.error("--decoy_conflict_fraction needs --decoy_fraction (the decoy benchmark)")
+    if not 0.0 <= args.decoy_conflict_fraction <= 1.0 - (args.decoy_fraction or 0.0):
+        parser.error("--decoy_conflict_fraction must lie in [0, 1 - decoy_fraction]")
     start = time.perf_counter()
     decoy = {} if args.decoy_fraction is None else {"decoy": True, "question_types": DECOY_QUESTION_TYPES}
     config = SyntheticConfig(width=args.image_size, height=args.image_size, **decoy)
@@ -742,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.num_perception,
         args.num_grounding,
         1.0 if args.decoy_fraction is None else args.decoy_fraction,
+        args.decoy_conflict_fraction,
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})

@@ -334,6 +334,20 @@ def test_decoy_fraction_of_training_rows_carry_a_cue_that_agrees(fraction):
     assert all(s in ("", a) for s, a in zip(said, answers))
 
 
+def test_decoy_conflict_fraction_of_training_rows_carry_a_cue_that_lies():
+    data = generate_synthetic(400, 10, 2, seed=6, config=DECOY, decoy_fraction=0.5, decoy_conflict_fraction=0.3)
+    answers = [m[-1]["content"][0]["text"].rsplit(">", 1)[1] for m in data["sft"]["messages"]]
+    kinds = [
+        "none" if s == "" else "agree" if s == a else "conflict" for s, a in zip(data["sft"]["decoy_answer"], answers)
+    ]
+    assert abs(kinds.count("agree") / 400 - 0.5) < 0.07 and abs(kinds.count("conflict") / 400 - 0.3) < 0.07
+    same = generate_synthetic(400, 10, 2, seed=6, config=DECOY, decoy_fraction=0.5)
+    agreeing = [k == "agree" for k in kinds]
+    assert agreeing == [
+        s != "" for s in same["sft"]["decoy_answer"]
+    ]  # adding lies leaves the agreeing rows as they were
+
+
 def test_decoy_is_refused_where_it_cannot_stay_off_the_evidence():
     with pytest.raises(ValueError, match="count"):
         SyntheticConfig(decoy=True)
@@ -341,6 +355,10 @@ def test_decoy_is_refused_where_it_cannot_stay_off_the_evidence():
         make_example(0, "rl", 0, CONFIG, cue="agree")
     with pytest.raises(ValueError, match="cue_fraction"):
         generate_synthetic(2, 2, 2, config=DECOY, decoy_fraction=1.5)
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        generate_synthetic(2, 2, 2, config=DECOY, decoy_fraction=0.8, decoy_conflict_fraction=0.3)
+    with pytest.raises(SystemExit):
+        main(["--output_dir", "unused", "--decoy_conflict_fraction", "0.1"])  # needs --decoy_fraction
     with pytest.raises(SystemExit):
         main(["--output_dir", "unused", "--decoy_fraction", "-0.1"])
 
