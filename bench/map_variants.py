@@ -154,11 +154,17 @@ def main() -> None:
     adapter = adapter_for(model)
     tokens = SpecialTokens.from_tokenizer(processor)
     results: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    mismatches = checked = 0
+    mismatches = checked = unformatted = 0
     for record in metrics["rows"][: args.rows]:
-        row = data[by_id[record["question_id"]]]
+        row = data[by_id[record["question_id"]]] if record["question_id"] in by_id else None
+        if row is None or (row["problem"], row["solution"]) != (record["problem"], record["solution"]):
+            raise SystemExit(
+                f"--metrics row {record['question_id']!r} is not in --data {args.data} [{args.split}] with the same "
+                "question and answer: pass the data set and split the evaluation ran on"
+            )
         maps = row_maps(model, adapter, processor, tokens, row, record["completion"])
-        if maps is None:
+        if maps is None:  # no valid <think>...</think>answer format, so no map (counted below)
+            unformatted += 1
             continue
         size = (row["image"].height, row["image"].width)
         boxes = row["bbox"]
@@ -178,6 +184,7 @@ def main() -> None:
                     mismatches += not np.allclose(s, expected, atol=1e-4)
                 results[name]["rows"].append((s, correct, qtype, base))
     print(f"SPEC's all-layer maps against the tracer's scores in metrics.json: {mismatches} of {checked} differ")
+    print(f"rows without a valid format (no map, left out of every variant): {unformatted}")
     table = {}
     for name, r in results.items():
         for subset, keep in (("all", lambda c: True), ("correct", lambda c: c)):
