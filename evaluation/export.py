@@ -2,12 +2,18 @@
 
 Output folder layout (paths in the JSONL are relative to it)::
 
-    proposals.jsonl   one line per image: {"image_id", "image_path", "width", "height", "question", "explanation",
-                      "answer", "no_map_reason", "proposals": [{"phrase", "reason", "mask_path", "box", "score"}],
-                      "phrases_without_mask"}
+    proposals.jsonl   one line per image: {"image_id", "file_name", "image_path", "width", "height", "question",
+                      "explanation", "answer", "no_map_reason",
+                      "proposals": [{"phrase", "reason", "mask_path", "box", "score"}], "phrases_without_mask"}
     masks/            one 8-bit greyscale PNG per proposal, at the image size (255 = the mask's maximum)
     images/           the images of a data set source (folder sources point at the original files)
-    errors.jsonl      one line per image that could not be read: {"image_id", "image_path", "error"}
+    errors.jsonl      one line per image that could not be read: {"image_id", "file_name", "image_path", "error"}
+
+Image ids follow the one rule of `predictor.image_ids`, the same the fixation readers key by: an image of
+``--image_folder`` has as ``image_id`` its path relative to the folder without the extension (``sub/img01``) and as
+``file_name`` that path as found (``sub/img01.png``); a data set row has its ``question_id`` and ``file_name`` null
+(the data set holds image bytes, not file names). Two files of one folder with the same id (``a.jpg``, ``a.png``)
+stop the export, naming both.
 
 A proposal is an object phrase of the completion (see `evaluation.phrases`), the sentence it comes from as its
 reason, the tracer's direct map over the phrase's tokens as its mask (`SaliencyMaps.map_over(..., kind="direct")`),
@@ -40,6 +46,7 @@ from tqdm.auto import tqdm
 from trl import ModelConfig
 
 from data_tools import load_image
+from predictor.image_ids import IMAGE_SUFFIXES, exported_image_id, image_id
 from rewards import answer_text, parse_reasoning
 from saliency import SaliencyMaps, SpecialTokens
 from vlm import load_model_and_processor
@@ -51,26 +58,40 @@ from .phrases import Phrase, noun_phrases, token_char_spans, tokens_overlapping
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
 
 @dataclass
 class ExportItem:
-    """One image to export: its id, the question asked, and where it is (a file, or a row of the data set)."""
+    """One image to export: its id, the question asked, and where it is (a file, or a row of the data set).
+
+    ``file_name`` is a folder image's path relative to the folder, extension included (None for a data set row).
+    """
 
     image_id: str
     question: str
     path: Path | None = None
     row: int | None = None
+    file_name: str | None = None
 
 
 def folder_items(folder: str | Path, question: str) -> list[ExportItem]:
-    """Every image file under ``folder`` (by suffix, recursively, sorted); ids are paths relative to ``folder``."""
+    """Every image file under ``folder`` (by suffix, recursively, sorted), with its id by `predictor.image_ids.image_id`
+    (the path relative to ``folder`` without the extension) and its relative path as ``file_name``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--image_folder {str(folder)!r} is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [ExportItem(p.relative_to(folder).as_posix(), question, path=p) for p in files]
+    items, seen = [], {}
+    for p in files:
+        name = p.relative_to(folder).as_posix()
+        item = ExportItem(image_id(name), question, path=p, file_name=name)
+        if item.image_id in seen:
+            raise ValueError(
+                f"--image_folder {str(folder)!r}: {seen[item.image_id]!r} and {name!r} both have the image id "
+                f"{item.image_id!r} (ids are file paths without the extension); rename or move one of them"
+            )
+        seen[item.image_id] = name
+        items.append(item)
+    return items
 
 
 def mask_box(mask: np.ndarray, threshold: float) -> tuple[list[float], float] | None:
@@ -134,6 +155,7 @@ def export_record(
     reasoned = parse_reasoning(text)
     record = {
         "image_id": item.image_id,
+        "file_name": item.file_name,
         "image_path": image_path,
         "width": image.width,
         "height": image.height,
@@ -162,7 +184,10 @@ def export_record(
 
 
 def finished_ids(path: Path) -> set[str]:
-    """``image_id`` of every complete line of a JSONL file; a cut-off last line (a crash mid-write) is removed."""
+    """The image id of every complete line of a JSONL file; a cut-off last line (a crash mid-write) is removed.
+
+    Lines of an export written before the id rule count under their id by the rule (`exported_image_id`), so a rerun
+    over an older output folder skips what it holds."""
     if not path.is_file():
         return set()
     data = path.read_bytes()
@@ -170,7 +195,7 @@ def finished_ids(path: Path) -> set[str]:
     if len(complete) != len(data):
         logger.warning("%s: removing a cut-off last line left by an interrupted run", path)
         path.write_bytes(complete)
-    return {json.loads(line)["image_id"] for line in complete.decode().splitlines() if line.strip()}
+    return {exported_image_id(json.loads(line)) for line in complete.decode().splitlines() if line.strip()}
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
@@ -185,7 +210,8 @@ def _dataset_items(args: ExportArguments, errors: Path, done: set[str]) -> tuple
     rows, report = load_rows(args)
     for issue in report.rejected:
         if issue.row_id not in done:
-            _append(errors, {"image_id": issue.row_id, "image_path": None, "error": f"{issue.field}: {issue.reason}"})
+            line = {"image_id": issue.row_id, "file_name": None, "image_path": None}
+            _append(errors, {**line, "error": f"{issue.field}: {issue.reason}"})
             done.add(issue.row_id)
     ids, problems = rows["question_id"], rows["problem"]
     return rows, [ExportItem(str(q), p, row=i) for i, (q, p) in enumerate(zip(ids, problems))]
@@ -203,6 +229,24 @@ def _open(item: ExportItem, out: Path, rows: datasets.Dataset | None) -> tuple[I
     return image, name.as_posix()
 
 
+def _completions(path: str, todo: list[ExportItem]) -> list[str]:
+    """The completion of each item from ``--completions_file``, keyed by image id; a file keyed by the folder images'
+    file names (as ids were before the id rule) is read too."""
+    try:
+        return read_completions(path, [i.image_id for i in todo])
+    except ValueError:
+        if not todo or any(i.file_name is None for i in todo):
+            raise
+        try:
+            found = read_completions(path, [i.file_name for i in todo])
+        except ValueError:
+            pass
+        else:
+            logger.info("--completions_file %s is keyed by file name (older export ids); read as such", path)
+            return found
+        raise
+
+
 def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     """Export every image not yet exported to ``args.output_dir``; return the path of ``proposals.jsonl``."""
     out = Path(args.output_dir)
@@ -218,9 +262,7 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     logger.info("%d images, %d already exported, %d to go", len(items), len(items) - len(todo), len(todo))
     completions = None
     if args.completions_file:
-        completions = dict(
-            zip((i.image_id for i in todo), read_completions(args.completions_file, [i.image_id for i in todo]))
-        )
+        completions = dict(zip((i.image_id for i in todo), _completions(args.completions_file, todo)))
     if not todo:
         return jsonl
     model, processor = load_model_and_processor(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
@@ -235,7 +277,8 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
             except (ValueError, OSError) as err:
                 logger.warning("image %s: %s (recorded in %s)", item.image_id, err, errors)
                 path = None if item.path is None else os.path.relpath(item.path.resolve(), out.resolve())
-                _append(errors, {"image_id": item.image_id, "image_path": path, "error": str(err)})
+                line = {"image_id": item.image_id, "file_name": item.file_name, "image_path": path}
+                _append(errors, {**line, "error": str(err)})
                 progress.update()
         inputs = [{"image": image, "problem": item.question} for item, image, _ in opened]
         given = None if completions is None else [completions[item.image_id] for item, _, _ in opened]

@@ -4,7 +4,10 @@
     python launch/export.py --config configs/eval/export_tiny.yaml
 
 Writes `proposals.jsonl` (one line per image), `masks/*.png` and `errors.jsonl` (unreadable images) to
-`--output_dir`; rerunning the same command resumes where it stopped. Every field of `ExportArguments` and
+`--output_dir`; rerunning the same command resumes where it stopped. An image of `--image_folder` gets as `image_id`
+its path in the folder without the extension (`COCO_val2014_000000000042.jpg` -> `COCO_val2014_000000000042`) and
+keeps its file name in `file_name`: the ids the predictor's fixation readers (SALICON, OSIE, MIT1003) key by when
+their `--images_dir` is this folder (`predictor/image_ids.py`); a `--completions_file` is keyed by the same ids. Every field of `ExportArguments` and
 `trl.ModelConfig` can be set in the YAML recipe or on the command line (`--help` lists them).
 """
 

@@ -38,18 +38,23 @@ class PredictorModelConfig:
 class PredictorDataConfig:
     """Where the human fixations, images and exported proposals live."""
 
-    fixation_format: Literal["air", "osie", "salicon"] = field(
-        default="air", metadata={"help": "Layout of the fixation files: air, osie or salicon."}
+    fixation_format: Literal["air", "osie", "salicon", "mit1003"] = field(
+        default="air", metadata={"help": "Layout of the fixation files: air, osie, salicon or mit1003."}
     )
     train_fixations: str | None = field(
-        default=None, metadata={"help": "Training fixations: a JSON file, or (SALICON) a folder of .mat files."}
+        default=None,
+        metadata={
+            "help": "Training fixations: a JSON file, (SALICON) a folder of .mat files, or (MIT1003) the "
+            "ALLFIXATIONMAPS folder."
+        },
     )
     eval_fixations: str | None = field(default=None, metadata={"help": "Evaluation fixations, same layout."})
     images_dir: str | None = field(default=None, metadata={"help": "Folder holding the stimuli images."})
     fixation_maps_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Optional folder of fixation-map PNGs named after the images (SALICON 'maps/'); "
+            "help": "Optional folder of fixation-map PNGs named after the images (SALICON 'maps/'; MIT1003: the "
+            "folder of its <name>_fixMap.jpg, ALLFIXATIONMAPS); "
             "otherwise density maps are built by blurring the fixations."
         },
     )

@@ -1,13 +1,19 @@
-"""Readers for human fixation data in the AiR, OSIE and SALICON layouts, and fixation maps.
+"""Readers for human fixation data in the AiR, OSIE, SALICON and MIT1003 layouts, and fixation maps.
 
 Every reader returns one :class:`FixationRecord` per stimulus, with the fixations of all subjects
 merged, as continuous ``(x, y)`` image coordinates (pixel ``i`` spans ``[i, i + 1)``; 1-based
-integer indices become pixel centres ``i - 0.5``). Layouts read:
+integer indices become pixel centres ``i - 0.5``).
+
+Image ids: every reader names its stimulus by :func:`predictor.image_ids.image_id` of the stimulus
+file's path relative to ``images_dir`` (the file stem for a flat folder), the same rule the export
+gives the images of ``--image_folder``; ``FixationRecord.image_id`` holds it. Records are keyed by
+it, except AiR's (keyed by question). Layouts read:
 
 * **AiR** (``fixation_format: air``): the per-split JSON of the AiR scanpath release
   (``AiR_fixations_{train,validation,test}.json``), a list of one record per subject and question
   with ``question_id``, ``image_id`` (file name), ``width``, ``height``, ``X``, ``Y`` (pixels). AiR
-  attention is question-driven, so records are keyed by ``question_id``.
+  attention is question-driven, so records are keyed by ``question_id``: they meet an export made
+  from a data set of AiR's questions (whose ``image_id`` is the row's ``question_id``).
 * **OSIE** (``fixation_format: osie``): the JSON made from OSIE's ``fixations.mat``
   (``osie_fixations_*.json``), one record per subject and image with ``name`` (file name),
   ``subject``, ``X``, ``Y``; the image size is read from the stimulus file. Keyed by the file stem.
@@ -17,6 +23,15 @@ integer indices become pixel centres ``i - 0.5``). Layouts read:
   ``resolution`` = ``[height, width]``, ``gaze`` with per-subject ``fixations`` as 1-based
   ``[x, y]``; needs ``scipy``). Fixation-map PNGs (``maps/``) are used when
   ``fixation_maps_dir`` is given. Keyed by the file stem.
+* **MIT1003** (``fixation_format: mit1003``): the folder ``ALLFIXATIONMAPS`` of the MIT1003 release
+  (Judd et al. 2009), read for its ``<name>_fixPts.jpg`` files: greyscale images at the stimulus
+  size whose marked pixels are the fixations of all 15 subjects; a pixel at or above 128 (half
+  scale; the JPEG leaves faint values around each mark) is one fixation at its pixel centre (two
+  subjects on one pixel count once). The stimulus is ``<name>.jpeg`` in ``images_dir``
+  (``ALLSTIMULI``; another image suffix is accepted when it is the only one). With
+  ``fixation_maps_dir`` (usually ``ALLFIXATIONMAPS`` itself) the maps are its
+  ``<name>_fixMap.jpg``. The per-subject raw eye traces of ``DATA/`` are not read. Keyed by the
+  stimulus stem.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +48,21 @@ from PIL import Image
 
 from data_tools.images import open_displayed
 
-FIXATION_FORMATS = ("air", "osie", "salicon")
+from .image_ids import IMAGE_SUFFIXES, image_id
+
+FIXATION_FORMATS = ("air", "osie", "salicon", "mit1003")
+MIT1003_POINTS_SUFFIX = "_fixPts.jpg"
+MIT1003_MAP_SUFFIX = "_fixMap.jpg"
+MIT1003_THRESHOLD = 128
 
 
 @dataclass
 class FixationRecord:
-    """All subjects' fixations on one stimulus (image, or image + question for AiR)."""
+    """All subjects' fixations on one stimulus (image, or image + question for AiR).
+
+    ``key`` joins the record with the export's ``image_id``; ``image_id`` is the stimulus's id by the id rule
+    (equal to ``key`` except for AiR, whose key is the question id).
+    """
 
     key: str
     image_path: Path
@@ -45,6 +70,7 @@ class FixationRecord:
     height: int
     points: np.ndarray  # (N, 2) float64 continuous (x, y) in [0, width] x [0, height]
     map_path: Path | None = None
+    image_id: str | None = None
 
 
 def _numbers(value: object, where: str) -> list[float]:
@@ -90,6 +116,7 @@ def _finish(
     on_out_of_bounds: str,
     map_path: Path | None,
     dropped: dict[str, int],
+    stimulus_id: str | None = None,
 ) -> FixationRecord:
     pts = np.concatenate(points) if points else np.zeros((0, 2))
     inside = (pts[:, 0] >= 0) & (pts[:, 0] <= width) & (pts[:, 1] >= 0) & (pts[:, 1] <= height)
@@ -104,7 +131,7 @@ def _finish(
         pts = pts[inside]
     if len(pts) == 0:
         raise ValueError(f"record {key!r}: no fixation inside the image")
-    return FixationRecord(key, image_path, width, height, pts, map_path)
+    return FixationRecord(key, image_path, width, height, pts, map_path, key if stimulus_id is None else stimulus_id)
 
 
 def _check_policy(on_out_of_bounds: str) -> None:
@@ -112,20 +139,43 @@ def _check_policy(on_out_of_bounds: str) -> None:
         raise ValueError(f"--on_out_of_bounds must be 'error' or 'drop', got {on_out_of_bounds!r}")
 
 
-def _map_path(maps_dir: str | Path | None, stem: str) -> Path | None:
+def _map_path(maps_dir: str | Path | None, stem: str, suffix: str = ".png") -> Path | None:
     if maps_dir is None:
         return None
-    path = Path(maps_dir) / f"{stem}.png"
+    path = Path(maps_dir) / f"{stem}{suffix}"
     if not path.is_file():
         raise FileNotFoundError(f"--fixation_maps_dir: no fixation map {path} for image {stem!r}")
     return path
 
 
+def _stimulus_id(name: str, where: str) -> str:
+    """The id of a stimulus named ``name`` (relative to the images folder) by the id rule; errors say ``where``."""
+    try:
+        return image_id(name)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _stimulus_size(image_path: Path, where: str) -> tuple[int, int]:
+    """``(width, height)`` of a stimulus as displayed (EXIF orientation applied); errors name the file."""
+    try:
+        return open_displayed(image_path)[0].size
+    except OSError as e:
+        raise ValueError(f"{where}: stimulus {image_path} is not a readable image ({e})") from None
+
+
 def _load_json(path: Path) -> object:
     if not path.is_file():
         raise FileNotFoundError(f"fixation file {path} does not exist")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"fixation file {path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"fixation file {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _report_dropped(dropped: dict[str, int]) -> None:
@@ -160,7 +210,8 @@ def read_air_fixations(
             _positive_int(_field(rec, "width", where), f"{where} field 'width'"),
             _positive_int(_field(rec, "height", where), f"{where} field 'height'"),
         )
-        group = groups.setdefault(qid, {"image_id": image_id, "size": size, "points": []})
+        stimulus = _stimulus_id(image_id, f"{where} field 'image_id'")
+        group = groups.setdefault(qid, {"image_id": image_id, "stimulus": stimulus, "size": size, "points": []})
         if (group["image_id"], group["size"]) != (image_id, size):
             raise ValueError(f"{where}: question {qid!r} has records for two images or sizes")
         group["points"].append(_xy(rec, where))
@@ -172,8 +223,9 @@ def read_air_fixations(
             *g["size"],
             g["points"],
             on_out_of_bounds,
-            _map_path(maps_dir, Path(g["image_id"]).stem),
+            _map_path(maps_dir, g["stimulus"]),
             dropped,
+            g["stimulus"],
         )
         for qid, g in groups.items()
     ]
@@ -203,10 +255,10 @@ def read_osie_fixations(
         image_path = images_dir / name
         if not image_path.is_file():
             raise FileNotFoundError(f"{path}: stimulus {image_path} for record name {name!r} does not exist")
-        width, height = open_displayed(image_path)[0].size
-        stem = Path(name).stem
+        key = _stimulus_id(name, f"{path} field 'name'")
+        width, height = _stimulus_size(image_path, f"{path} record name {name!r}")
         records.append(
-            _finish(stem, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, stem), dropped)
+            _finish(key, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, key), dropped)
         )
     _report_dropped(dropped)
     return records
@@ -216,12 +268,17 @@ def _salicon_json(path: Path, images_dir: Path, on_out_of_bounds: str, maps_dir)
     data = _load_json(path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{path}: expected a SALICON JSON object with 'images' and 'annotations'")
+    for name in ("images", "annotations"):
+        if not isinstance(data[name], list):
+            raise TypeError(f"{path} field {name!r}: expected a list, got {type(data[name]).__name__}")
     images = {}
     for i, img in enumerate(data["images"]):
         where = f"{path} images[{i}]"
         file_name = _field(img, "file_name", where)
+        if not isinstance(file_name, str) or not file_name:
+            raise ValueError(f"{where} field 'file_name': expected a file name, got {file_name!r}")
         images[_field(img, "id", where)] = (
-            str(file_name),
+            file_name,
             _positive_int(_field(img, "width", where), f"{where} field 'width'"),
             _positive_int(_field(img, "height", where), f"{where} field 'height'"),
         )
@@ -238,17 +295,17 @@ def _salicon_json(path: Path, images_dir: Path, on_out_of_bounds: str, maps_dir)
         points[image_id].append(rc.reshape(-1, 2)[:, ::-1] - 0.5)  # 1-based (row, col) -> (x, y) pixel centre
     dropped: dict[str, int] = {}
     records = []
-    for image_id, (file_name, width, height) in images.items():
-        stem = Path(file_name).stem
+    for index, (file_name, width, height) in images.items():
+        key = _stimulus_id(file_name, f"{path} image {index!r} field 'file_name'")
         records.append(
             _finish(
-                stem,
+                key,
                 images_dir / file_name,
                 width,
                 height,
-                points.get(image_id, []),
+                points.get(index, []),
                 on_out_of_bounds,
-                _map_path(maps_dir, stem),
+                _map_path(maps_dir, key),
                 dropped,
             )
         )
@@ -259,6 +316,7 @@ def _salicon_json(path: Path, images_dir: Path, on_out_of_bounds: str, maps_dir)
 def _salicon_mat(folder: Path, images_dir: Path, on_out_of_bounds: str, maps_dir) -> list[FixationRecord]:
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("reading SALICON .mat fixation files needs scipy: pip install scipy") from e
     files = sorted(folder.glob("*.mat"))
@@ -267,23 +325,37 @@ def _salicon_mat(folder: Path, images_dir: Path, on_out_of_bounds: str, maps_dir
     dropped: dict[str, int] = {}
     records = []
     for file in files:
-        mat = loadmat(str(file))
+        try:
+            mat = loadmat(str(file))
+        except (MatReadError, ValueError, TypeError, IndexError, OSError) as e:  # what scipy raises for a non-.mat
+            raise ValueError(f"{file}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from None
         for name in ("image", "resolution", "gaze"):
             if name not in mat:
                 raise ValueError(f"{file}: missing field {name!r}")
-        stem = str(np.asarray(mat["image"]).reshape(-1)[0])
-        height, width = (int(v) for v in np.asarray(mat["resolution"]).reshape(-1)[:2])
+        try:
+            stem = str(np.asarray(mat["image"]).reshape(-1)[0])
+            height, width = (int(v) for v in np.asarray(mat["resolution"]).reshape(-1)[:2])
+        except (IndexError, TypeError, ValueError):
+            raise ValueError(
+                f"{file}: fields 'image' (a name) and 'resolution' ([height, width]) are malformed"
+            ) from None
+        if width < 1 or height < 1:
+            raise ValueError(f"{file} field 'resolution': expected a positive [height, width], got {[height, width]}")
         points = []
         for s, subject in enumerate(np.asarray(mat["gaze"]).reshape(-1)):
-            if "fixations" not in (subject.dtype.names or ()):
+            if "fixations" not in (getattr(subject, "dtype", np.dtype(float)).names or ()):
                 raise ValueError(f"{file}: gaze[{s}] has no field 'fixations'")
-            xy = np.asarray(subject["fixations"], dtype=np.float64).reshape(-1, 2)
+            try:
+                xy = np.asarray(subject["fixations"], dtype=np.float64).reshape(-1, 2)
+            except (TypeError, ValueError):
+                raise ValueError(f"{file}: gaze[{s}] field 'fixations' is not an N x 2 array of [x, y]") from None
             if not np.isfinite(xy).all():
                 raise ValueError(f"{file}: gaze[{s}] field 'fixations' has non-finite values")
             points.append(xy - 0.5)  # MATLAB 1-based (x, y) -> pixel centre
+        key = _stimulus_id(f"{stem}.jpg", f"{file} field 'image'")
         image_path = images_dir / f"{stem}.jpg"
         records.append(
-            _finish(stem, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, stem), dropped)
+            _finish(key, image_path, width, height, points, on_out_of_bounds, _map_path(maps_dir, key), dropped)
         )
     _report_dropped(dropped)
     return records
@@ -300,6 +372,73 @@ def read_salicon_fixations(
     return _salicon_json(path, images_dir, on_out_of_bounds, maps_dir)
 
 
+def _mit1003_stimulus(images_dir: Path, name: str, points_file: Path) -> Path:
+    """``<name>.jpeg`` (as MIT1003 ships it) or the only ``<name>.<image suffix>`` in ``images_dir``."""
+    distributed = images_dir / f"{name}.jpeg"
+    if distributed.is_file():
+        return distributed
+    found = [p for p in images_dir.glob(f"{glob_escape(name)}.*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"{points_file}: no stimulus {distributed} (MIT1003 ALLSTIMULI/<name>.jpeg)")
+    raise ValueError(f"{points_file}: several stimuli for {name!r} in {images_dir}: {sorted(p.name for p in found)}")
+
+
+def _check_map_file(path: Path, width: int, height: int) -> None:
+    try:
+        with Image.open(path) as im:
+            size, mode = im.size, im.mode
+    except OSError as e:
+        raise ValueError(f"fixation map {path}: not a readable image ({e})") from None
+    if size != (width, height) or mode not in ("L", "I;16"):
+        raise ValueError(
+            f"fixation map {path}: {size[0]}x{size[1]} mode {mode!r}, expected a {width}x{height} greyscale image"
+        )
+
+
+def read_mit1003_fixations(
+    path: str | Path, images_dir: str | Path, on_out_of_bounds: str = "error", maps_dir: str | Path | None = None
+) -> list[FixationRecord]:
+    """Read MIT1003's ``ALLFIXATIONMAPS`` folder (its ``*_fixPts.jpg``); one record per stimulus of ``images_dir``."""
+    _check_policy(on_out_of_bounds)
+    path, images_dir = Path(path), Path(images_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"fixations {path}: expected MIT1003's ALLFIXATIONMAPS folder (of *{MIT1003_POINTS_SUFFIX} files)"
+        )
+    files = sorted(p for p in path.iterdir() if p.name.endswith(MIT1003_POINTS_SUFFIX) and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{path}: no MIT1003 fixation-point files (*{MIT1003_POINTS_SUFFIX})")
+    dropped: dict[str, int] = {}
+    records = []
+    for file in files:
+        name = file.name[: -len(MIT1003_POINTS_SUFFIX)]
+        image_path = _mit1003_stimulus(images_dir, name, file)
+        width, height = _stimulus_size(image_path, str(file))
+        try:
+            with Image.open(file) as im:
+                marks = np.asarray(im.convert("L"))
+        except OSError as e:
+            raise ValueError(f"{file}: not a readable image ({e})") from None
+        if marks.shape != (height, width):
+            raise ValueError(
+                f"{file}: {marks.shape[1]}x{marks.shape[0]} fixation points for the {width}x{height} stimulus "
+                f"{image_path}"
+            )
+        rows, cols = np.nonzero(marks >= MIT1003_THRESHOLD)
+        if len(rows) == 0:
+            raise ValueError(f"{file}: no fixation (no pixel at or above {MIT1003_THRESHOLD})")
+        key = _stimulus_id(image_path.relative_to(images_dir).as_posix(), str(file))
+        map_path = _map_path(maps_dir, name, MIT1003_MAP_SUFFIX)
+        if map_path is not None:
+            _check_map_file(map_path, width, height)
+        points = np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float64)
+        records.append(_finish(key, image_path, width, height, [points], on_out_of_bounds, map_path, dropped))
+    _report_dropped(dropped)
+    return records
+
+
 def read_fixations(
     fixation_format: str,
     path: str | Path,
@@ -308,7 +447,12 @@ def read_fixations(
     maps_dir: str | Path | None = None,
 ) -> list[FixationRecord]:
     """Dispatch to the reader of ``fixation_format`` (one of :data:`FIXATION_FORMATS`)."""
-    readers = {"air": read_air_fixations, "osie": read_osie_fixations, "salicon": read_salicon_fixations}
+    readers = {
+        "air": read_air_fixations,
+        "osie": read_osie_fixations,
+        "salicon": read_salicon_fixations,
+        "mit1003": read_mit1003_fixations,
+    }
     if fixation_format not in readers:
         raise ValueError(f"--fixation_format {fixation_format!r} is not one of {FIXATION_FORMATS}")
     return readers[fixation_format](path, images_dir, on_out_of_bounds, maps_dir)

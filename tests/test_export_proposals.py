@@ -24,15 +24,16 @@ SHAPES = ["circle", "square", "triangle", "diamond"]
 
 
 def _folder(root: Path, num_images: int) -> tuple[Path, Path, dict[str, str]]:
-    """``num_images`` synthetic images and one corrupt file in a folder, and reference completions keyed by file."""
+    """``num_images`` synthetic images and one corrupt file in a folder, and reference completions keyed by image id
+    (the file's path in the folder without the extension)."""
     folder, completions = root / "images", {}
     (folder / "sub").mkdir(parents=True)
     for i, row in enumerate(generate_split("eval", num_images, seed=1)):
         name = f"sub/img{i:02d}.png" if i % 2 else f"img{i:02d}.png"
         row["image"].save(folder / name)
-        completions[name] = f"<think>{row['reasoning']}</think>{row['solution']}"
+        completions[name.removesuffix(".png")] = f"<think>{row['reasoning']}</think>{row['solution']}"
     (folder / "broken.png").write_bytes(b"\x89PNG but not really")
-    completions["broken.png"] = "<think>x</think>y"
+    completions["broken"] = "<think>x</think>y"
     path = root / "completions.jsonl"
     path.write_text("".join(json.dumps({"question_id": k, "completion": v}) + "\n" for k, v in completions.items()))
     return folder, path, completions
@@ -82,17 +83,20 @@ def test_folder_export_is_read_by_the_predictor_and_resumes(assets):
     jsonl = run_export(args, model_args)
 
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert [e["image_id"] for e in errors] == ["broken.png"] and "unreadable" in errors[0]["error"]
+    assert [(e["image_id"], e["file_name"]) for e in errors] == [("broken", "broken.png")]
+    assert "unreadable" in errors[0]["error"]
     records = read_export(jsonl)  # the downstream predictor's own reader validates every field and path
-    assert sorted(records) == ["img00.png", "img02.png", "sub/img01.png"]
+    assert sorted(records) == ["img00", "img02", "sub/img01"]  # ids: paths in the folder without the extension
+    lines = {x["image_id"]: x for x in map(json.loads, jsonl.read_text().splitlines())}
     for image_id, record in records.items():
-        assert record.image_path.resolve() == (folder / image_id).resolve()
-        assert (record.width, record.height) == Image.open(folder / image_id).size
+        assert lines[image_id]["file_name"] == f"{image_id}.png"  # the original file name is kept beside the id
+        assert record.image_path.resolve() == (folder / f"{image_id}.png").resolve()
+        assert (record.width, record.height) == Image.open(folder / f"{image_id}.png").size
         thinking, answer = completions[image_id].removeprefix("<think>").split("</think>")
         assert record.explanation == thinking and record.answer == answer
         expected = {p.text for p in noun_phrases(thinking, object_nouns=SHAPES)}
         expected |= {p.text for p in noun_phrases(answer, object_nouns=SHAPES, whole_text_is_phrase=True)}
-        line = next(json.loads(x) for x in jsonl.read_text().splitlines() if json.loads(x)["image_id"] == image_id)
+        line = lines[image_id]
         assert {p.phrase for p in record.proposals} | set(line["phrases_without_mask"]) == expected
         for index, proposal in enumerate(record.proposals):
             assert proposal.reason in thinking or proposal.reason == answer
@@ -113,6 +117,9 @@ def test_dataset_export_saves_images_beside_the_jsonl(assets):
     assert len(records) == 3
     for record in records.values():
         assert record.image_path.parent == out / "images" and record.image_path.is_file()
+    lines = [json.loads(line) for line in (out / "proposals.jsonl").read_text().splitlines()]
+    assert sorted(x["image_id"] for x in lines) == sorted(records)  # a data set row keeps its question_id as id
+    assert all(x["file_name"] is None for x in lines)  # and has no file name (the data set holds image bytes)
     assert not (out / "errors.jsonl").exists()
 
 
@@ -161,5 +168,5 @@ def test_a_killed_export_resumes_without_duplicates(assets):
     ids = [json.loads(line)["image_id"] for line in jsonl.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 16
     errors = [json.loads(line)["image_id"] for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert errors == ["broken.png"]
+    assert errors == ["broken"]
     assert len(read_export(jsonl)) == 16
