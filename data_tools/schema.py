@@ -34,6 +34,10 @@ SFT_FEATURES = Features(
 )
 """Conversational cold-start rows (system, user with an image placeholder, assistant with <think>) plus images."""
 
+GROUNDING_FEATURES = Features({**SFT_FEATURES, "bbox": BOXES})
+"""Short-answer pre-training rows (the tiny base's ``perception`` and ``grounding`` splits): the SFT columns plus the
+evidence boxes of what the question asks about, which `--attention_grounding_weight` trains the attention towards."""
+
 DECOY_FEATURES = Features({"decoy_answer": Value("string"), "decoy_bbox": BOXES})
 """Optional columns of a decoy benchmark (``python -m data_tools.synthetic --decoy_fraction p``): the answer a
 spurious cue in the image says and the normalised box it lies in (``""`` and ``[]`` on a row without a cue). Row

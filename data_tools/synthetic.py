@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, sft_messages
-from .schema import DECOY_FEATURES, EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
+from .schema import DECOY_FEATURES, EVAL_FEATURES, GROUNDING_FEATURES, RL_FEATURES, SFT_FEATURES
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -271,34 +271,36 @@ def read_texts(shape: str, color: str, where: str) -> tuple[str, str]:
     return f"What is at the {where}?", f"{_article(color)} {color} {shape}"
 
 
-def perception_texts(example: SyntheticExample, task: str, config: SyntheticConfig) -> tuple[str, str]:
-    """(question, short answer) of one perception pre-training row about ``example``'s scene (no reasoning).
+def perception_texts(
+    example: SyntheticExample, task: str, config: SyntheticConfig
+) -> tuple[str, str, list[list[float]]]:
+    """(question, short answer, evidence boxes) of one perception pre-training row about ``example``'s scene.
 
-    ``caption`` names every shape (:func:`caption_text`); ``point`` asks where a shape is (the 3 x 3 grid cell of its
-    centre, the words the reasoning uses); ``read`` asks which shape lies in a grid cell; ``answer`` is the scene's
-    own question with its short answer. ``point`` and ``read`` pick, from a random stream of the row, an object
-    unique by colour and shape, resp. a cell that holds exactly one object's centre; a scene without one is
-    captioned instead.
+    ``caption`` names every shape (:func:`caption_text`; evidence: every shape); ``point`` asks where a shape is (the
+    3 x 3 grid cell of its centre, the words the reasoning uses); ``read`` asks which shape lies in a grid cell
+    (evidence: that shape); ``answer`` is the scene's own question with its short answer and evidence boxes.
+    ``point`` and ``read`` pick, from a random stream of the row, an object unique by colour and shape, resp. a cell
+    that holds exactly one object's centre; a scene without one is captioned instead. Boxes are normalised xyxy.
     """
     rng = random.Random(f"{example.question_id}/{task}")
     objects = list(example.objects)
     if task == "answer":
-        return example.problem, example.solution
+        return example.problem, example.solution, example.bbox
     if task == "point":
         kinds = [(o.shape, o.color) for o in objects]
         unique = [o for o in objects if kinds.count((o.shape, o.color)) == 1]
         if unique:
             obj = rng.choice(unique)
-            return point_texts(obj.shape, obj.color, _where(obj, config))
+            return *point_texts(obj.shape, obj.color, _where(obj, config)), [_to_norm(obj.box_px, config)]
     elif task == "read":
         cells = [_where(o, config) for o in objects]
         alone = [o for o, cell in zip(objects, cells) if cells.count(cell) == 1]
         if alone:
             obj = rng.choice(alone)
-            return read_texts(obj.shape, obj.color, _where(obj, config))
+            return *read_texts(obj.shape, obj.color, _where(obj, config)), [_to_norm(obj.box_px, config)]
     elif task != "caption":
         raise ValueError(f"unknown perception task {task!r}; known: {PERCEPTION_TASKS}")
-    return CAPTION_PROMPT, caption_text(objects, config)
+    return CAPTION_PROMPT, caption_text(objects, config), [_to_norm(o.box_px, config) for o in objects]
 
 
 def short_answer_task(index: int, kind: str) -> tuple[str, bool]:
@@ -629,14 +631,19 @@ def generate_split(
             task, on_sub_scene = short_answer_task(index, kind)
             if on_sub_scene:
                 ex = sub_scene(ex, config or SyntheticConfig())
-            question, answer = perception_texts(ex, task, config or SyntheticConfig())
+            question, answer, boxes = perception_texts(ex, task, config or SyntheticConfig())
             if question == CAPTION_PROMPT:  # no object or cell to ask about: the row is labelled as what it is
                 task = "caption"
             messages = [
                 {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
                 {"role": "assistant", "content": [{"type": "text", "text": answer}]},
             ]
-            row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/{kind}/{task}"}
+            row = {
+                "messages": messages,
+                "images": [_png(ex.image)],
+                "bbox": boxes,
+                "dataset": f"{DATASET_NAME}/{kind}/{task}",
+            }
         else:
             row = {"image": _png(ex.image), "problem": ex.problem, "solution": ex.solution, "bbox": ex.bbox}
             if kind == "eval":
@@ -647,7 +654,13 @@ def generate_split(
             row["decoy_bbox"] = [_to_norm(decoy_box(config), config)] if ex.decoy_answer else []
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
-    features = {"rl": RL_FEATURES, "eval": EVAL_FEATURES}.get(kind, SFT_FEATURES)
+    features = {
+        "rl": RL_FEATURES,
+        "eval": EVAL_FEATURES,
+        "perception": GROUNDING_FEATURES,
+        "grounding": GROUNDING_FEATURES,
+    }
+    features = features.get(kind, SFT_FEATURES)
     if config is not None and config.decoy:
         features = Features({**features, **DECOY_FEATURES})
     if not columns:

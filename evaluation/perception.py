@@ -37,7 +37,7 @@ def perception_rows(num_rows: int, seed: int = 0, split: str = "eval") -> list[d
         base = {"image": example.image, "question_id": example.question_id}
         rows.append(base | {"task": example.question_type, "problem": example.problem, "solution": example.solution})
         for task in GROUNDING_TASKS:
-            problem, solution = perception_texts(example, task, SyntheticConfig())
+            problem, solution, _ = perception_texts(example, task, SyntheticConfig())
             if problem != example.problem:
                 rows.append(base | {"task": task, "problem": problem, "solution": solution})
     return rows

@@ -37,6 +37,22 @@ class SFTScriptArguments(TrainingDataArguments):
     )
     answer_eval_samples: int = field(default=64, metadata={"help": "Held-out rows answered (the first N)."})
     answer_eval_max_new_tokens: int = field(default=64, metadata={"help": "Longest held-out completion."})
+    attention_grounding_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the attention-grounding loss added to the token loss (sft/attention_grounding.py): "
+            "minus the log of the share of the answer tokens' image attention that lies on the row's `bbox` "
+            "boxes. 0: off. Needs rows with a `bbox` column, --attn_implementation eager and "
+            "--activation_checkpointing false; meant for pre-training small models (the tiny base's third stage)."
+        },
+    )
+    attention_grounding_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder layers whose attention the grounding loss reads (negative indices count from the end); "
+            "all layers when unset."
+        },
+    )
     merge_adapter: bool = field(
         default=False,
         metadata={
@@ -51,5 +67,9 @@ class SFTScriptArguments(TrainingDataArguments):
             raise ValueError(f"--answer_eval_steps must be >= 0 (0: only at the end), got {self.answer_eval_steps}")
         if self.answer_eval_samples < 1:
             raise ValueError(f"--answer_eval_samples must be >= 1, got {self.answer_eval_samples}")
+        if self.attention_grounding_weight < 0:
+            raise ValueError(f"--attention_grounding_weight must be >= 0, got {self.attention_grounding_weight}")
+        if self.attention_grounding_layers is not None and not self.attention_grounding_layers:
+            raise ValueError("--attention_grounding_layers: give at least one layer, or leave it unset for all")
         if self.answer_eval_max_new_tokens < 1:
             raise ValueError(f"--answer_eval_max_new_tokens must be >= 1, got {self.answer_eval_max_new_tokens}")

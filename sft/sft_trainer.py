@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -11,14 +12,75 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 from data_tools import MissingSplitError, load_source
 from data_tools.lengths import conversation_lengths, drop_too_long
 from evaluation import HeldOutAnswersCallback
+from saliency.adapters import adapter_for
 from vlm import ExactResumeMixin, load_model_and_processor, merge_lora_adapter, resolve_resume_checkpoint
 
+from .attention_grounding import attention_grounding_loss, recorded_attention, row_coverage
 from .sft_config import SFTScriptArguments
 from .sft_data import load_sft_dataset
 
 
+class EvidenceBoxesCollator:
+    """Wraps TRL's collator: the batch also carries each row's `bbox` boxes as `evidence_boxes` (a list)."""
+
+    def __init__(self, collator: Callable[[list[dict]], dict]):
+        self.collator = collator
+
+    def __call__(self, examples: list[dict]) -> dict:
+        boxes = [example.get("bbox") for example in examples]
+        return {**self.collator(examples), "evidence_boxes": boxes}
+
+
 class VLMSFTTrainer(ExactResumeMixin, SFTTrainer):
-    """`trl.SFTTrainer` whose resume of a full fine-tune restores the checkpoint's weights exactly."""
+    """`trl.SFTTrainer` whose resume of a full fine-tune restores the checkpoint's weights exactly, with an optional
+    attention-grounding loss (`attention_grounding_weight`, see `sft.attention_grounding`)."""
+
+    def __init__(self, *args, attention_grounding_weight: float = 0.0, attention_grounding_layers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.attention_grounding_weight = attention_grounding_weight
+        if attention_grounding_weight > 0:
+            self.data_collator = EvidenceBoxesCollator(self.data_collator)
+            self.adapter = adapter_for(self.model)
+            blocks = self.adapter.attentions
+            chosen = range(len(blocks)) if attention_grounding_layers is None else attention_grounding_layers
+            try:
+                self.grounded_blocks = [blocks[layer] for layer in chosen]
+            except IndexError as error:
+                raise ValueError(
+                    f"--attention_grounding_layers {attention_grounding_layers}: the model has {len(blocks)} layers"
+                ) from error
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        boxes = inputs.pop("evidence_boxes", None)
+        if self.attention_grounding_weight == 0 or boxes is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with recorded_attention(self.grounded_blocks) as attentions:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        counts = (inputs["input_ids"] == self.adapter.image_token_id).sum(1).tolist()
+        grids = self.adapter.image_grids(inputs, counts)
+        coverages = [
+            row_coverage(row_boxes, row_grids, row) for row, (row_boxes, row_grids) in enumerate(zip(boxes, grids))
+        ]
+        grounding = attention_grounding_loss(
+            attentions[: len(self.grounded_blocks)],
+            inputs["input_ids"],
+            inputs["labels"],
+            self.adapter.image_token_id,
+            coverages,
+        )
+        mode = "train" if model.training else "eval"
+        # TRL's own metric store (trl 1.16), averaged and logged with its entropy and token accuracy.
+        self._metrics[mode]["attention_grounding_loss"].append(
+            self.accelerator.gather_for_metrics(grounding.detach()).mean().item()
+        )
+        # Like TRL's MoE aux loss: a per-micro-batch mean, so spread it over the accumulation steps when the token
+        # loss is already normalised by the whole batch's token count.
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        extra = self.attention_grounding_weight * grounding / steps
+        if return_outputs:
+            loss, outputs = result
+            return loss + extra, outputs
+        return result + extra
 
 
 def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
@@ -31,6 +93,8 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
     training_args.assistant_only_loss = True  # the loss covers the assistant's reasoning and answer only
     training_args.remove_unused_columns = False
     train_dataset = script_args.load_train_rows(load_sft_dataset, training_args.output_dir)
+    if script_args.attention_grounding_weight > 0:
+        _check_attention_grounding(script_args, training_args, model_args, train_dataset)
 
     heldout_rows = _heldout_rows(script_args) if script_args.answer_eval_split else None
 
@@ -55,7 +119,14 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
             on_bad_row=script_args.on_bad_row,
         )
 
-    trainer = VLMSFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor)
+    trainer = VLMSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        attention_grounding_weight=script_args.attention_grounding_weight,
+        attention_grounding_layers=script_args.attention_grounding_layers,
+    )
     # TRL divides the summed token loss by `num_items_in_batch` (the label tokens of every process and accumulation
     # step), but the Trainer counts them only for models that accept loss kwargs, which Qwen-VL models say they do
     # not; each process and micro-batch would then average its own tokens, and the gradient would depend on how the
@@ -83,6 +154,25 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
             merge_lora_adapter(output_dir, output_dir / "merged")
     trainer.accelerator.wait_for_everyone()
     return output_dir
+
+
+def _check_attention_grounding(
+    script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig, rows: datasets.Dataset
+) -> None:
+    """Refuse, before any model is loaded, what the attention-grounding loss cannot work with."""
+    flag = f"--attention_grounding_weight {script_args.attention_grounding_weight}"
+    if model_args.attn_implementation != "eager":
+        raise ValueError(
+            f"{flag} reads the attention probabilities: it needs --attn_implementation eager, got "
+            f"{model_args.attn_implementation!r}"
+        )
+    if training_args.activation_checkpointing:
+        raise ValueError(f"{flag}: the recorded attention must stay in the graph; set --activation_checkpointing false")
+    if "bbox" not in rows.column_names:
+        raise ValueError(
+            f"{flag}: split {script_args.dataset_train_split!r} of --dataset_name {script_args.dataset_name} has no "
+            "`bbox` column (the evidence boxes; e.g. the `perception`/`grounding` splits of data_tools.synthetic)"
+        )
 
 
 def _heldout_rows(script_args: SFTScriptArguments) -> datasets.Dataset:

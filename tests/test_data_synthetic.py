@@ -197,6 +197,10 @@ def test_generated_rows_pass_validation_unchanged():
         assert [r["image"]["bytes"] for r in kept] == [r["image"]["bytes"] for r in rows]
 
 
+def _norm(box, config):
+    return [box[0] / config.width, box[1] / config.height, box[2] / config.width, box[3] / config.height]
+
+
 @pytest.mark.parametrize("kind", ["perception", "grounding"])
 def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tasks(kind):
     data = generate_synthetic(0, 0, 0, seed=0, **{f"num_{kind}": 128})[kind]
@@ -221,14 +225,17 @@ def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tas
             color, shape = re.fullmatch(r"Where is the (\w+) (\w+)\?", question).groups()
             (obj,) = [o for o in scene.objects if (o.color, o.shape) == (color, shape)]  # unique in the scene
             assert answer == where[obj]
+            assert row["bbox"] == [_norm(obj.box_px, config)]  # the evidence: the shape asked about
         elif tasks[index] == "read":
             cell = re.fullmatch(r"What is at the ([\w ]+)\?", question).group(1)
             (obj,) = [o for o in scene.objects if where[o] == cell]  # the only object there
             assert answer == f"{'an' if obj.color[0] in 'aeiou' else 'a'} {obj.color} {obj.shape}"
+            assert row["bbox"] == [_norm(obj.box_px, config)]
         elif tasks[index] == "answer":
-            assert (question, answer) == (scene.problem, scene.solution)
+            assert (question, answer, row["bbox"]) == (scene.problem, scene.solution, scene.bbox)
         else:
             assert question == "Describe the image." and answer.startswith("There ")
+            assert sorted(row["bbox"]) == sorted(_norm(o.box_px, config) for o in scene.objects)
     answered = {make_example(0, kind, i, config).question_type for i, t in enumerate(tasks) if t == "answer"}
     assert answered == set(QUESTION_TYPES)
     full_points = sum(t == "point" and full for t, full in zip(tasks, on_full_scene)) / len(tasks)

@@ -51,6 +51,8 @@ def tiny_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
         "none",
         "--use_cpu",
         "true",
+        "--bf16",
+        "false",
         "--max_length",
         "512",
         *extra,
