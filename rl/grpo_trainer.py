@@ -13,6 +13,7 @@ from trl.data_utils import apply_chat_template
 
 from rewards import SaliencyReward, energy_pointing_game, pointing_game
 from saliency import SaliencyMapArguments, SaliencyMaps, SaliencyTracer, SpecialTokens
+from saliency.capture import check_attention_implementation
 from vlm import ExactResumeMixin, model_input_size
 
 from .grpo_config import SaliencyGRPOConfig
@@ -73,6 +74,7 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
         """The tracer over the unwrapped policy (the same modules before and after accelerate/DeepSpeed wrap it)."""
         if self._tracer is None:
             model = self.accelerator.unwrap_model(self.model)
+            check_attention_implementation(model)  # an attention implementation it cannot trace is refused by name
             self._tracer = self._map_args.make_tracer(model, SpecialTokens.from_tokenizer(self.processing_class))
         return self._tracer
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedModel
+from transformers import AttentionInterface, AttentionMaskInterface, PretrainedConfig, PreTrainedModel
 
 
 @contextmanager
@@ -21,7 +21,9 @@ def attention_implementation(
     With ``attention``, ``name`` is a new implementation registered for the block only: ``attention`` in
     ``AttentionInterface``, with ``mask`` (required then) building its masks in ``AttentionMaskInterface``. The
     switch goes through ``model.set_attn_implementation``, which reaches the sub-models sharing ``model``'s config.
-    Restoring and unregistering happen also when the block raises.
+    On exit every config the switch could reach gets back the implementation it had (written back as it was, not
+    requested again: requesting ``flash_attention_2`` reruns transformers' kernel checks and loading, which fail
+    where the model only runs a stand-in of it). Restoring and unregistering happen also when the block raises.
     """
     if (attention is None) != (mask is None):
         raise ValueError("a new attention implementation needs both its attention and its mask function")
@@ -30,8 +32,8 @@ def attention_implementation(
             raise ValueError(f"attention implementation {name!r} is already registered")
         AttentionInterface.register(name, attention)
         AttentionMaskInterface.register(name, mask)
-    # Read through the config: transformers 5 has no public getter of a model's attention implementation.
-    original = model.config._attn_implementation
+    # Read through the configs: transformers 5 has no public getter of a model's attention implementation.
+    before = [(config, config._attn_implementation_internal) for config in _configs(model)]
     try:
         model.set_attn_implementation(name)
         if model.config._attn_implementation != name:  # the model only warned that it cannot switch
@@ -39,10 +41,26 @@ def attention_implementation(
         yield
     finally:
         try:
-            model.set_attn_implementation(original)
+            for config, implementation in before:
+                config._attn_implementation_internal = implementation
         finally:
             if attention is not None:
                 _unregister(name)
+
+
+def _configs(model: PreTrainedModel) -> list[PretrainedConfig]:
+    """Every config ``model.set_attn_implementation`` may write: the model's, its sub-models' and their sub-configs."""
+    found: dict[int, PretrainedConfig] = {}
+    queue = [module.config for module in model.modules() if isinstance(module, PreTrainedModel)]
+    while queue:
+        config = queue.pop()
+        if id(config) in found:
+            continue
+        found[id(config)] = config
+        queue.extend(
+            sub for key in getattr(config, "sub_configs", {}) if (sub := getattr(config, key, None)) is not None
+        )
+    return list(found.values())
 
 
 def _unregister(name: str) -> None:

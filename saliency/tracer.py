@@ -12,7 +12,7 @@ from torch import nn
 
 from .adapters import ModelAdapter, adapter_for, whole_parameters
 from .batch import CompletionBatch, padded_positions, teacher_forced_batch
-from .capture import Recorder, SampleRows, attention_rows, row_mask, traced_attention
+from .capture import Recorder, SampleRows, attention_convention, attention_rows, row_mask, traced_attention
 from .decomposition import token_scores
 from .output import SaliencyMaps
 from .rows import ROW_MODES, RowMode, completion_rows, thinking_row
@@ -319,6 +319,7 @@ class SaliencyTracer:
         self.tokens = tokens
         self.row = row
         self.adapter = adapter or adapter_for(model)
+        attention_convention(self.adapter.text_config._attn_implementation)  # one it cannot trace is refused by name
         self.chunk_elements = chunk_elements
         self.layers = _layer_indices(layers, len(self.adapter.attentions))
 

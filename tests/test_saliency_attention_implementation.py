@@ -1,8 +1,11 @@
 """The one way the tracer, the baselines and the tests switch attention: restored and unregistered on every exit."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from saliency_reference import attention_state, tiny_vlm
+from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -81,3 +84,31 @@ def test_a_model_that_cannot_switch_is_an_error_not_a_silent_no_op(model, monkey
     with pytest.raises(RuntimeError, match="cannot switch its attention implementation"), _counting(model, []):
         pass
     assert attention_state(model) == before
+
+
+def _registry() -> dict:
+    return {"attention": dict(AttentionInterface._global_mapping), "mask": dict(AttentionMaskInterface._global_mapping)}
+
+
+def test_each_config_gets_back_the_implementation_it_had_without_transformers_checking_it_again(model, monkeypatch):
+    """Names are written back, not requested again: requesting flash_attention_2 where flash-attn is missing fails."""
+    model.config.text_config._attn_implementation = "flash_attention_2"  # the text decoder alone, as a dict would set
+    try:
+        before, registry = attention_state(model), _registry()
+        assert before["attn"] == ("sdpa", "flash_attention_2", "sdpa")
+        checked = []
+        real = type(model)._check_and_adjust_attn_implementation
+        monkeypatch.setattr(
+            type(model.model.language_model),
+            "_check_and_adjust_attn_implementation",
+            lambda self, name, *a, **k: checked.append(name) or real(self, name, *a, **k),
+        )
+        for raises in (False, True):
+            with pytest.raises(RuntimeError, match="boom") if raises else nullcontext(), _counting(model, []):
+                assert attention_state(model)["attn"] == ("sdpa", NAME, "sdpa")
+                if raises:
+                    raise RuntimeError("boom")
+            assert attention_state(model) == before and _registry() == registry
+        assert checked == [NAME, NAME]  # the switch is checked, the way back is not
+    finally:
+        model.config.text_config._attn_implementation = "sdpa"
