@@ -3,9 +3,11 @@
 Output folder layout (paths in the JSONL are relative to it)::
 
     proposals.jsonl   one line per image: {"image_id", "file_name", "image_path", "width", "height", "question",
-                      "explanation", "answer", "no_map_reason",
+                      "explanation", "answer", "no_map_reason", "saliency_map_path",
                       "proposals": [{"phrase", "reason", "mask_path", "box", "score"}], "phrases_without_mask"}
     masks/            one 8-bit greyscale PNG per proposal, at the image size (255 = the mask's maximum)
+    maps/             one 8-bit greyscale PNG per image: the answer's saliency map (``saliency_map_path``)
+    summary.json      written when a run finishes: images, exported, errors, with a map, proposals, model
     images/           the images of a data set source (folder sources point at the original files)
     errors.jsonl      one line per image that could not be read: {"image_id", "file_name", "image_path", "error"}
 
@@ -18,12 +20,15 @@ stop the export, naming both.
 A proposal is an object phrase of the completion (see `evaluation.phrases`), the sentence it comes from as its
 reason, the tracer's direct map over the phrase's tokens as its mask (`SaliencyMaps.map_over(..., kind="direct")`),
 the box bounding the mask pixels at or above ``mask_threshold`` times the mask's maximum, and as its score the
-fraction of the mask's mass inside that box. A completion without the ``<think>...</think>answer`` format has no
-map and no proposals (``no_map_reason`` says why); a phrase whose mask is all zero is listed under
+fraction of the mask's mass inside that box. The image's own saliency map is the answer's reasoning-flow map (the map
+the saliency reward scores, ``SaliencyMaps.answer_map("flow")``), saved like a mask; ``saliency_map_path`` is null when
+the completion has no map or its map has no positive mass. A completion without the ``<think>...</think>answer``
+format has no map and no proposals (``no_map_reason`` says why); a phrase whose mask is all zero is listed under
 ``phrases_without_mask``.
 
 Resuming: images already in ``proposals.jsonl`` or ``errors.jsonl`` are skipped; a line cut off by a crash is
-removed before the run goes on. Masks are written before their line, so a finished line always has its files.
+removed before the run goes on. Masks are written before their line, so a finished line always has its files, and
+``summary.json`` only once every image is in one of the two files (the main job's mark of a finished export).
 """
 
 from __future__ import annotations
@@ -163,11 +168,17 @@ def export_record(
         "explanation": reasoned.thinking if reasoned else "",
         "answer": reasoned.answer if reasoned else answer_text(text),
         "no_map_reason": traced.maps.reason,
+        "saliency_map_path": None,
         "proposals": [],
         "phrases_without_mask": [],
     }
     if not traced.maps.has_map:
         return record
+    answer_map = traced.maps.answer_map("flow")[0].upsampled()
+    if np.isfinite(answer_map).all() and answer_map.max() > 0:
+        name = Path("maps") / _mask_name(item.image_id, 0)
+        mask_png(answer_map).save(out / name)
+        record["saliency_map_path"] = name.as_posix()
     for phrase, tokens in completion_phrases(tokenizer, traced.maps, args.object_nouns):
         mask = traced.maps.map_over(tokens, kind="direct")[0].upsampled()
         boxed = mask_box(mask, args.mask_threshold)
@@ -250,9 +261,10 @@ def _completions(path: str, todo: list[ExportItem]) -> list[str]:
 def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     """Export every image not yet exported to ``args.output_dir``; return the path of ``proposals.jsonl``."""
     out = Path(args.output_dir)
-    for folder in ("masks", "images"):
+    for folder in ("masks", "maps", "images"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     jsonl, errors = out / "proposals.jsonl", out / "errors.jsonl"
+    (out / "summary.json").unlink(missing_ok=True)  # written again when this run finishes
     done = finished_ids(jsonl) | finished_ids(errors)
     if args.image_folder:
         rows, items = None, folder_items(args.image_folder, args.question)
@@ -264,6 +276,7 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     if args.completions_file:
         completions = dict(zip((i.image_id for i in todo), _completions(args.completions_file, todo)))
     if not todo:
+        write_summary(out, len(items), model_args.model_name_or_path)
         return jsonl
     model, processor = load_model_and_processor(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -296,4 +309,22 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
             _append(jsonl, export_record(item, image, traced, tokenizer, args, out, image_path))
             progress.update()
     progress.close()
+    write_summary(out, len(items), model_args.model_name_or_path)
     return jsonl
+
+
+def write_summary(out: Path, num_images: int, model: str | None) -> dict[str, Any]:
+    """Write ``out/summary.json`` (counts over the whole output folder, earlier runs included) and return it."""
+    jsonl, errors = out / "proposals.jsonl", out / "errors.jsonl"
+    text = jsonl.read_text() if jsonl.is_file() else ""
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    summary = {
+        "model": model,
+        "images": num_images,
+        "exported": len(lines),
+        "errors": sum(1 for line in errors.read_text().splitlines() if line.strip()) if errors.is_file() else 0,
+        "with_map": sum(1 for line in lines if line.get("no_map_reason") is None),
+        "proposals": sum(len(line["proposals"]) for line in lines),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,5 +1,9 @@
 """The whole pipeline on one machine: the synthetic data, then from the shipped tiny base model (`vlm/tiny_base/`,
-a pretrained stand-in for a real VLM) the SFT cold start, GRPO with the saliency reward and the evaluation.
+a pretrained stand-in for a real VLM) the SFT cold start, GRPO with the saliency reward and the evaluation, and on
+to the saliency predictor: the export of the tuned model's explanations and proposals on held-out images, fixations
+simulated on those images (`predictor.synthetic`), the predictor trained on them with the proposals and without
+(the ablation), its evaluation against the centre bias and the ablation, and one report of the whole chain
+(`eval/chain_report.html`, beside the evaluation's `eval/report.html`).
 
     python launch/pipeline.py                       # the embedded default on a CPU (configs/*/tiny_cpu.yaml)
     python launch/pipeline.py --output_root runs/x --sft_config my_sft.yaml --grpo_config my_grpo.yaml
@@ -7,7 +11,8 @@ a pretrained stand-in for a real VLM) the SFT cold start, GRPO with the saliency
 
 Each stage runs as its own process with the same command line a user would type (`launch/sft.py --config ...`),
 and is skipped when its output already exists, so an interrupted pipeline picks up where it stopped (the
-training stages also resume from their last checkpoint). `--force` reruns everything.
+training stages, the predictor's included, resume from their last checkpoint, and the export from its last image).
+`--force` reruns everything.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 12
 
 
 def run(step: str, command: list[str], done: Path, force: bool) -> None:
@@ -48,6 +54,17 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
     root, python = args.output_root, sys.executable
     data, sft, grpo, evaluation = root / "data", root / "sft-tiny", root / "grpo-tiny", root / "eval"
     trained = {"dataset_name": data, "resume_from_checkpoint": "true"}
+    export, fixations, proposals = root / "export", root / "fixations", root / "export" / "proposals.jsonl"
+    predictor, ablation, predictor_eval = root / "predictor", root / "predictor-no-proposals", root / "predictor-eval"
+    train_fixations, eval_fixations = fixations / "AiR_fixations_train.json", fixations / "AiR_fixations_eval.json"
+    recipe = flags(config=args.predictor_config, fixation_format="air", images_dir=export, torch_threads=1)
+    recipe += flags(train_fixations=train_fixations, train_proposals=proposals)
+    recipe += flags(eval_fixations=eval_fixations, eval_proposals=proposals)
+    epochs = args.predictor_epochs
+    train = [python, "launch/predictor_train.py", *recipe, *flags(num_epochs=epochs, resume_from="latest")]
+    train += flags(evaluate="false")  # launch/predictor_eval.py scores it beside the ablation
+    checkpoint, ablation_checkpoint = (folder / f"checkpoint-epoch{epochs}.pt" for folder in (predictor, ablation))
+    chain_report = evaluation / "chain_report.html"
     return [
         (
             "generate the synthetic data",
@@ -74,6 +91,39 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
             + flags(output_dir=evaluation, max_samples=args.eval_samples, faithfulness_samples=4),
             evaluation / "report.html",
         ),
+        (
+            "export of explanations and proposals",
+            [python, "launch/export.py"]
+            + flags(config=args.export_config, model_name_or_path=grpo, dataset_name=data, dataset_split="eval")
+            + flags(max_samples=args.export_images, output_dir=export),
+            export / "summary.json",
+        ),
+        (
+            "fixations simulated on the exported images",
+            [python, "-m", "predictor.synthetic"]
+            + flags(from_export=proposals, out_dir=fixations, num_eval=args.predictor_eval_images, seed=args.seed),
+            eval_fixations,
+        ),
+        ("predictor training", train + flags(output_dir=predictor), checkpoint),
+        (
+            "predictor training without proposals (the ablation)",
+            train + flags(use_proposals="false", output_dir=ablation),
+            ablation_checkpoint,
+        ),
+        (
+            "predictor evaluation",
+            [python, "launch/predictor_eval.py", *recipe]
+            + flags(checkpoint=checkpoint, ablation_checkpoint=ablation_checkpoint, report_dir=predictor_eval)
+            + flags(save_maps="true"),
+            predictor_eval / "eval_report.json",
+        ),
+        (
+            "chain report",
+            [python, "-m", "predictor.chain_report"]
+            + flags(export_dir=export, fixations=eval_fixations, predictor_eval_dir=predictor_eval)
+            + flags(evaluation_dir=evaluation, output=chain_report),
+            chain_report,
+        ),
     ]
 
 
@@ -89,6 +139,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
     parser.add_argument("--eval_config", type=Path, default=Path("configs/eval/tiny_cpu.yaml"), help="Eval recipe.")
     parser.add_argument("--eval_samples", type=int, default=64, help="Held-out rows the evaluation answers.")
+    parser.add_argument(
+        "--export_config", type=Path, default=Path("configs/eval/export_tiny.yaml"), help="Export recipe."
+    )
+    parser.add_argument(
+        "--export_images",
+        type=int,
+        default=64,
+        help="Held-out rows whose explanations and proposals are exported (the first ones, as in the evaluation).",
+    )
+    parser.add_argument(
+        "--predictor_config",
+        type=Path,
+        default=Path("configs/predictor/synthetic_tiny.yaml"),
+        help="Predictor recipe (its data paths are replaced by the export's and the simulated fixations').",
+    )
+    parser.add_argument(
+        "--predictor_eval_images",
+        type=int,
+        default=16,
+        help="Exported images held out for the predictor's evaluation; it trains on the others.",
+    )
+    parser.add_argument("--predictor_epochs", type=int, default=EPOCHS, help="Predictor training epochs.")
     parser.add_argument("--num_sft", type=int, default=8000, help="Synthetic rows for the cold start.")
     parser.add_argument("--num_rl", type=int, default=1000, help="Synthetic rows for GRPO.")
     parser.add_argument("--num_eval", type=int, default=200, help="Held-out synthetic rows for evaluation.")
@@ -99,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     start, table = time.perf_counter(), stages(args)
     for step, command, done in table:
         run(step, command, done, args.force)
+    evaluation = next(done for step, _, done in table if step == "evaluation")
+    print(f"[pipeline] evaluation report: {evaluation}")
     print(f"[pipeline] finished in {time.perf_counter() - start:.0f} s; report: {table[-1][2]}")
 
 

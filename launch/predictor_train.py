@@ -2,9 +2,9 @@
 
     python launch/predictor_train.py --config configs/predictor/synthetic_tiny.yaml [--num_epochs 3 ...]
 
-Reads human fixations (AiR, OSIE or SALICON layout) and the exported proposals, trains, saves
-checkpoints in --output_dir (resume with --resume_from latest) and, when --eval_fixations is set,
-writes eval_report.json and explanations.jsonl there.
+Reads human fixations (AiR, OSIE, SALICON or MIT1003 layout) and the exported proposals, trains, saves
+checkpoints in --output_dir (resume with --resume_from latest) and, when --eval_fixations is set (and not
+--evaluate false), writes eval_report.json and explanations.jsonl there.
 """
 
 import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
@@ -14,6 +14,7 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 import json
 from pathlib import Path
 
+import torch
 from trl import TrlParser
 
 from predictor import PredictorDataConfig, PredictorModelConfig, PredictorTrainer, PredictorTrainingConfig
@@ -25,10 +26,12 @@ def main(
     model_args: PredictorModelConfig, data_args: PredictorDataConfig, training_args: PredictorTrainingConfig
 ) -> None:
     """Train on the recipe's train split; with eval fixations set, also write the evaluation beside the checkpoints."""
+    if training_args.torch_threads:
+        torch.set_num_threads(training_args.torch_threads)
     train_dataset = build_dataset(data_args, "train", model_args.use_proposals)
     trainer = PredictorTrainer(model_args, training_args, train_dataset)
     trainer.train()
-    if data_args.eval_fixations:
+    if data_args.eval_fixations and training_args.evaluate:
         eval_dataset = build_dataset(data_args, "eval", model_args.use_proposals)
         report, predictions = evaluation_report(
             trainer.model,

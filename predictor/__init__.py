@@ -1,6 +1,6 @@
 """Downstream saliency predictor: contextual prioritisation over a tuned VLM's semantic proposals.
 
-Reads exported proposals (JSONL + PNG masks) and human fixations (AiR, OSIE, SALICON layouts), trains
+Reads exported proposals (JSONL + PNG masks) and human fixations (AiR, OSIE, SALICON and MIT1003 layouts), trains
 :class:`ExplainableSaliencyPredictor`, and scores its maps with the standard saliency metrics. Each
 prediction names the proposals it kept and their weights; :func:`deletion_curve` checks that those
 explanations are faithful.
@@ -18,6 +18,7 @@ from .fixations import (
     fixation_map,
     read_air_fixations,
     read_fixations,
+    read_mit1003_fixations,
     read_osie_fixations,
     read_salicon_fixations,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "read_air_fixations",
     "read_export",
     "read_fixations",
+    "read_mit1003_fixations",
     "read_osie_fixations",
     "read_salicon_fixations",
     "saliency_loss",

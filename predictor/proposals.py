@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .fixations import load_map_png
+from .image_ids import exported_image_id
 
 
 @dataclass
@@ -83,7 +84,13 @@ def _parse_proposal(obj: object, base: Path, where: str) -> Proposal:
 
 
 def read_export(path: str | Path) -> dict[str, ExportRecord]:
-    """Read and validate an export JSONL; returns records keyed by ``image_id``."""
+    """Read and validate an export JSONL; returns records keyed by image id.
+
+    The id is :func:`predictor.image_ids.exported_image_id` of the line: its ``image_id``, except on a line of an
+    export written before the id rule (an image-folder record without ``file_name`` whose ``image_id`` is the file
+    name), which is keyed by that file's id under the rule (its path without the extension), so older exports still
+    meet the fixation readers.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"proposals file {path} does not exist")
@@ -100,7 +107,8 @@ def read_export(path: str | Path) -> dict[str, ExportRecord]:
                 raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
             if not isinstance(obj, dict):
                 raise TypeError(f"{where}: expected a JSON object")
-            image_id = _require(obj, "image_id", str, where)
+            _require(obj, "image_id", str, where)
+            image_id = exported_image_id(obj)
             if image_id in records:
                 raise ValueError(f"{where}: duplicate image_id {image_id!r}")
             width, height = _require(obj, "width", int, where), _require(obj, "height", int, where)

@@ -1,14 +1,21 @@
-"""One evaluation report: the model's metrics, the centre-bias baseline, faithfulness, explanations."""
+"""One evaluation report: the model's metrics, the centre-bias baseline, the proposals-off ablation, faithfulness,
+explanations, and (for the main job's chain report) each image's predicted maps and scores."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from .dataset import FixationDataset
-from .evaluation import Prediction, centre_bias_map, explain, predict, score_maps
+from .evaluation import Prediction, centre_bias_map, explain, predict, resize_map, score_maps
 from .faithfulness import deletion_curve
+from .fixations import fixation_map
+from .metrics import cc, nss
 from .model import ExplainableSaliencyPredictor
 
 
@@ -47,11 +54,52 @@ def evaluation_report(
     return report, predictions
 
 
-def write_explanations(predictions: list[Prediction], dataset: FixationDataset, path: str | Path) -> None:
-    """One JSON line per image: its key and the kept proposals with weights, phrases and reasons."""
+def write_explanations(
+    predictions: list[Prediction],
+    dataset: FixationDataset,
+    path: str | Path,
+    extra: Sequence[Mapping] | None = None,
+) -> None:
+    """One JSON line per image: its key and the kept proposals with weights, phrases and reasons (and the fields of
+    ``extra[i]`` on line ``i``, e.g. the paths of its saved maps)."""
     if dataset.export is None:
         raise ValueError("write_explanations needs a dataset with exported proposals")
+    extra = extra if extra is not None else [{}] * len(predictions)
     with open(path, "w") as f:
         f.writelines(
-            json.dumps({"image_id": p.key, "selected": explain(p, dataset.export)}) + "\n" for p in predictions
+            json.dumps({"image_id": p.key, "selected": explain(p, dataset.export), **more}) + "\n"
+            for p, more in zip(predictions, extra, strict=True)
         )
+
+
+def save_maps(maps: Sequence[np.ndarray], folder: str | Path, base: str | Path) -> list[str]:
+    """Write ``maps[i]`` as ``folder/<i>.png`` (8-bit greyscale, 255 at the map's maximum); return each path relative
+    to ``base``."""
+    folder, base = Path(folder), Path(base)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, saliency in enumerate(maps):
+        saliency = np.maximum(np.nan_to_num(np.asarray(saliency, dtype=np.float64)), 0.0)
+        peak = saliency.max()
+        pixels = np.zeros(saliency.shape, np.uint8) if peak <= 0 else np.round(255 * saliency / peak).astype(np.uint8)
+        path = folder / f"{i:04d}.png"
+        Image.fromarray(pixels, mode="L").save(path)
+        names.append(path.relative_to(base).as_posix())
+    return names
+
+
+def image_scores(dataset: FixationDataset, index: int, saliency: np.ndarray) -> dict[str, float | None]:
+    """NSS and CC of one map on item ``index`` at the image's size, as :func:`~predictor.evaluation.score_maps`
+    computes them (None where a metric is undefined, e.g. a constant map)."""
+    record = dataset.records[index]
+    prediction = resize_map(saliency, record.height, record.width)
+    scores: dict[str, float | None] = {}
+    for name, metric, target in (
+        ("NSS", nss, lambda: fixation_map(record.points, record.height, record.width)),
+        ("CC", cc, lambda: dataset.full_density(index)),
+    ):
+        try:
+            scores[name] = float(metric(prediction, target()))
+        except ValueError:
+            scores[name] = None
+    return scores

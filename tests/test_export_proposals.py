@@ -121,6 +121,12 @@ def test_dataset_export_saves_images_beside_the_jsonl(assets):
     assert sorted(x["image_id"] for x in lines) == sorted(records)  # a data set row keeps its question_id as id
     assert all(x["file_name"] is None for x in lines)  # and has no file name (the data set holds image bytes)
     assert not (out / "errors.jsonl").exists()
+    for x in lines:  # the answer's own map beside the proposals' masks (reference completions: all have one)
+        answer_map = np.asarray(Image.open(out / x["saliency_map_path"]))
+        assert answer_map.shape == (x["height"], x["width"]) and answer_map.max() == 255
+    summary = json.loads((out / "summary.json").read_text())  # written once the export is complete
+    assert summary == {"model": str(assets["model"]), "images": 3, "exported": 3, "errors": 0, "with_map": 3,
+                       "proposals": sum(len(x["proposals"]) for x in lines)}  # fmt: skip
 
 
 def test_bad_flags_are_named():

@@ -140,6 +140,17 @@ def test_older_exports_resume_under_the_new_ids(tmp_path):
     assert [exported_image_id(x) for x in old] == ["COCO_val2014_000000000000", "sub/img01", "q.7.png", "1001"]
 
 
+def test_an_older_export_is_read_under_the_new_ids_and_meets_the_readers(tmp_path):
+    paths = _salicon(tmp_path / "salicon")
+    jsonl = _export(folder_items(paths["images"], QUESTION), tmp_path / "export")
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    for line in lines:  # as written before the id rule: the file name as id, no file_name field
+        line["image_id"] = line.pop("file_name")
+    jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert sorted(read_export(jsonl)) == ["COCO_train2014_000000000009", "COCO_train2014_000000000025"]
+    _meet(read_salicon_fixations(paths["json"], paths["images"]), jsonl)
+
+
 def test_a_completions_file_keyed_by_file_name_is_still_read(tmp_path):
     _image(tmp_path / "imgs" / "b.png", (16, 16))
     items = folder_items(tmp_path / "imgs", QUESTION)

@@ -1,5 +1,5 @@
-"""The README's main job end to end: `launch/pipeline.py` runs every stage from the shipped base and resumes by skipping
-finished ones."""
+"""The README's main job end to end: `launch/pipeline.py` runs every stage from the shipped base to the chain report and
+resumes by skipping finished ones."""
 
 from __future__ import annotations
 
@@ -12,6 +12,21 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+STAGE_MARKERS = (
+    "data/dataset_dict.json",
+    "sft-tiny/processor_config.json",
+    "grpo-tiny/processor_config.json",
+    "eval/report.html",
+    "export/summary.json",
+    "fixations/AiR_fixations_eval.json",
+    "predictor/checkpoint-epoch1.pt",
+    "predictor-no-proposals/checkpoint-epoch1.pt",
+    "predictor-eval/eval_report.json",
+    "eval/chain_report.html",
+)
+"""The file that marks each stage done, in order, with ``--predictor_epochs 1``."""
+TINY_PREDICTOR = {"image_size": 32, "backbone_width": 4, "feature_dim": 8, "refine_dim": 4, "batch_size": 3,
+                  "topk_anneal_epochs": 1}  # fmt: skip
 
 
 def shortened(recipe: str, out: Path, **overrides) -> Path:
@@ -30,22 +45,25 @@ def test_pipeline_runs_every_stage_and_skips_them_when_rerun(tmp_path):
     grpo = shortened("grpo/tiny_cpu.yaml", tmp_path, max_steps=1, max_train_samples=2, num_generations=4,
                      per_device_train_batch_size=4, max_completion_length=8, save_strategy="no", **common)  # fmt: skip
     evaluation = shortened("eval/tiny_cpu.yaml", tmp_path, max_new_tokens=16, bootstrap_samples=10)
+    export = shortened("eval/export_tiny.yaml", tmp_path, max_new_tokens=16)
+    predictor = shortened("predictor/synthetic_tiny.yaml", tmp_path, **TINY_PREDICTOR)
     root = tmp_path / "run"
     command = [
         sys.executable, "launch/pipeline.py", "--output_root", str(root), "--num_sft", "32", "--num_rl", "16",
         "--num_eval", "8", "--eval_samples", "4", "--sft_config", str(sft), "--grpo_config", str(grpo),
-        "--eval_config", str(evaluation),
+        "--eval_config", str(evaluation), "--export_config", str(export), "--export_images", "6",
+        "--predictor_config", str(predictor), "--predictor_eval_images", "2", "--predictor_epochs", "1",
     ]  # fmt: skip
-    first = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
+    first = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for path in ("data/dataset_dict.json", "sft-tiny/processor_config.json", "grpo-tiny/processor_config.json",
-                 "eval/metrics.json", "eval/report.html"):  # fmt: skip
+    for path in (*STAGE_MARKERS, "eval/metrics.json", "predictor-eval/explanations.jsonl"):
         assert (root / path).is_file(), path
-    assert f"report: {root / 'eval' / 'report.html'}" in first.stdout
+    assert f"evaluation report: {root / 'eval' / 'report.html'}" in first.stdout
+    assert f"report: {root / 'eval' / 'chain_report.html'}" in first.stdout.splitlines()[-1]
 
     again = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert again.stdout.count("already done") == 4  # every stage skipped
+    assert again.stdout.count("already done") == len(STAGE_MARKERS)  # every stage skipped
     sft_config = json.loads((root / "sft-tiny" / "config.json").read_text())
     assert sft_config["model_type"] == "qwen3_vl"  # the cold start started from the shipped base (vlm/tiny_base)
 
@@ -53,13 +71,14 @@ def test_pipeline_runs_every_stage_and_skips_them_when_rerun(tmp_path):
 def test_stages_are_skipped_when_their_output_exists(tmp_path, capsys):
     from launch.pipeline import main
 
-    done = ("data/dataset_dict.json", "sft-tiny/processor_config.json", "grpo-tiny/processor_config.json")
-    for path in (*done, "eval/report.html"):
+    for path in STAGE_MARKERS:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).touch()
-    main(["--output_root", str(tmp_path)])
+    main(["--output_root", str(tmp_path), "--predictor_epochs", "1"])
     out = capsys.readouterr().out
-    assert out.count("already done") == 4 and f"report: {tmp_path / 'eval' / 'report.html'}" in out
+    assert out.count("already done") == len(STAGE_MARKERS)
+    assert f"evaluation report: {tmp_path / 'eval' / 'report.html'}" in out
+    assert out.rstrip().endswith(f"report: {tmp_path / 'eval' / 'chain_report.html'}")
 
 
 def test_force_reruns_a_finished_stage_and_a_failure_names_it(tmp_path):
