@@ -34,9 +34,9 @@ SFT_FEATURES = Features(
 )
 """Conversational cold-start rows (system, user with an image placeholder, assistant with <think>) plus images."""
 
-GROUNDING_FEATURES = Features({**SFT_FEATURES, "bbox": BOXES})
-"""Short-answer pre-training rows (the tiny base's ``perception`` and ``grounding`` splits): the SFT columns plus the
-evidence boxes of what the question asks about, which `--attention_grounding_weight` trains the attention towards."""
+BOXED_SFT_FEATURES = Features({**SFT_FEATURES, "bbox": BOXES})
+"""SFT rows with the evidence boxes of what the assistant's answer is about (every SFT-layout split of the synthetic
+data): the boxes `--attention_grounding_weight` trains the answer's attention towards."""
 
 DECOY_FEATURES = Features({"decoy_answer": Value("string"), "decoy_bbox": BOXES})
 """Optional columns of a decoy benchmark (``python -m data_tools.synthetic --decoy_fraction p``): the answer a

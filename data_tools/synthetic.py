@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, sft_messages
-from .schema import DECOY_FEATURES, EVAL_FEATURES, GROUNDING_FEATURES, RL_FEATURES, SFT_FEATURES
+from .schema import BOXED_SFT_FEATURES, DECOY_FEATURES, EVAL_FEATURES, RL_FEATURES
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -590,9 +590,10 @@ def generate_split(
     default: split).
 
     ``sft``: ``messages`` (system / user [image, question] / assistant ``<think>reasoning</think>answer``),
-    ``images``, ``dataset``, ``question_id``. ``rl``: ``image, problem, solution, bbox, dataset, question_id``.
+    ``images``, ``bbox`` (the evidence boxes; every SFT-layout kind carries the boxes of what its answer is about,
+    :data:`~data_tools.schema.BOXED_SFT_FEATURES`), ``dataset``, ``question_id``. ``rl``: ``image, problem, solution, bbox, dataset, question_id``.
     ``eval``: the ``rl`` columns plus ``reasoning``. ``caption``: the ``sft`` columns, the user asking to describe
-    the image and the assistant naming every shape (:func:`caption_text`); ``dataset`` is
+    the image and the assistant naming every shape (:func:`caption_text`; boxes: every shape); ``dataset`` is
     ``synthetic_shapes/caption``. ``perception``: the ``sft`` columns, one short-answer task per row without
     reasoning or system prompt, the tasks of :data:`PERCEPTION_TASKS` in turn (:func:`perception_texts`), captions,
     pointing and reading on a random part of the scene (:func:`sub_scene`); ``dataset``
@@ -623,10 +624,17 @@ def generate_split(
             row_cue = "conflict" if draw < cue_fraction + conflict_fraction else None
         ex = make_example(seed, split, index, config, row_cue)
         if kind == "sft":
-            row = {"messages": sft_messages(ex.problem, ex.reasoning, ex.solution), "images": [_png(ex.image)]}
+            messages = sft_messages(ex.problem, ex.reasoning, ex.solution)
+            row = {"messages": messages, "images": [_png(ex.image)], "bbox": ex.bbox}
         elif kind == "caption":
             messages = caption_messages(caption_text(ex.objects, config or SyntheticConfig()))
-            row = {"messages": messages, "images": [_png(ex.image)], "dataset": f"{DATASET_NAME}/caption"}
+            boxes = [_to_norm(o.box_px, config or SyntheticConfig()) for o in ex.objects]
+            row = {
+                "messages": messages,
+                "images": [_png(ex.image)],
+                "bbox": boxes,
+                "dataset": f"{DATASET_NAME}/caption",
+            }
         elif kind in ("perception", "grounding"):
             task, on_sub_scene = short_answer_task(index, kind)
             if on_sub_scene:
@@ -654,13 +662,7 @@ def generate_split(
             row["decoy_bbox"] = [_to_norm(decoy_box(config), config)] if ex.decoy_answer else []
         for key, value in row.items():
             columns.setdefault(key, []).append(value)
-    features = {
-        "rl": RL_FEATURES,
-        "eval": EVAL_FEATURES,
-        "perception": GROUNDING_FEATURES,
-        "grounding": GROUNDING_FEATURES,
-    }
-    features = features.get(kind, SFT_FEATURES)
+    features = {"rl": RL_FEATURES, "eval": EVAL_FEATURES}.get(kind, BOXED_SFT_FEATURES)
     if config is not None and config.decoy:
         features = Features({**features, **DECOY_FEATURES})
     if not columns:
