@@ -127,7 +127,8 @@ def test_recorded_attention_keeps_each_blocks_weights_and_always_removes_its_hoo
 def grounding_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("grounding") / "data"
     data = generate_synthetic(num_sft=8, num_rl=0, num_eval=0, seed=3, num_grounding=8)
-    DatasetDict({"sft": data["sft"], "grounding": data["grounding"]}).save_to_disk(str(folder))
+    unboxed = data["sft"].remove_columns("bbox")  # like converted public cold-start data
+    DatasetDict({"unboxed": unboxed, "grounding": data["grounding"]}).save_to_disk(str(folder))
     return folder
 
 
@@ -171,7 +172,7 @@ def test_the_trainer_adds_the_weighted_grounding_loss_to_the_token_loss(tiny_mod
     [
         (["--attn_implementation", "sdpa"], "needs --attn_implementation eager, got 'sdpa'"),
         (["--activation_checkpointing", "true"], "set --activation_checkpointing false"),
-        (["--dataset_train_split", "sft"], "split 'sft' of --dataset_name .* has no `bbox` column"),
+        (["--dataset_train_split", "unboxed"], "split 'unboxed' of --dataset_name .* has no `bbox` column"),
         (["--attention_grounding_layers", "7"], "--attention_grounding_layers \\[7\\]: the model has 4 layers"),
     ],
 )
