@@ -1,8 +1,9 @@
 """Remake the grounded tiny base model shipped in `vlm/tiny_base/`: build, pre-train, evaluate, write the model card.
 
-    python launch/make_tiny_base.py                                   # the shipped recipe (about an hour on 2 cores)
+    python launch/make_tiny_base.py                                   # the shipped recipe (about 70 min on 2 cores)
     python launch/make_tiny_base.py --output_dir my-base --max_steps 50 --grounding_max_steps 20 \
-        --num_perception 800 --num_grounding 320                       # a quick try
+        --attention_max_steps 20 --num_perception 800 --num_grounding 320   # a quick try
+    python launch/make_tiny_base.py --second_stage_model old-base       # only the third stage, from a two-stage base
 
 The base stands in for a pretrained VLM (the quick start starts its cold start from it, as users start from
 Qwen2.5-VL). Steps, each a command a user could type and each seeded:
@@ -14,8 +15,13 @@ Qwen2.5-VL). Steps, each a command a user could type and each seeded:
    questions; no reasoning, no system prompt);
 4. `python -m data_tools.synthetic --num_grounding N` and `launch/sft.py --config configs/sft/tiny_base_grounding.yaml`
    from step 3's weights: pointing and reading on full scenes (the first stage leaves pointing weak);
-5. short-answer accuracy on held-out scenes (`evaluation.perception`) after each stage, and the folder written with
+5. `launch/sft.py --config configs/sft/tiny_base_attention.yaml` from step 4's weights, on the same rows with the
+   attention-grounding loss: the answer's attention over the image is trained towards the rows' evidence boxes;
+6. short-answer accuracy on held-out scenes (`evaluation.perception`) after each stage, and the folder written with
    its model card: command, commit, seeds, held-out numbers, size and sha256 of the weights.
+
+`--second_stage_model` starts step 5 from a two-stage base this recipe made before (the base shipped until the
+third stage existed); its held-out numbers and its card's record of the first two stages carry over.
 
 Rerunning skips finished steps (the pre-training resumes from its last checkpoint); `--force` starts over.
 """
@@ -30,6 +36,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import shlex
 import shutil
 import subprocess
@@ -106,7 +113,7 @@ def model_card(args: argparse.Namespace, command: str, results: dict, weights: P
         f"| {task} | {v['mean']:.3f} ({v['low']:.3f}-{v['high']:.3f}) | {v['n']} | {results['chance'][task]:.3f} |"
         for task, v in results["per_task"].items()
     )
-    acc = results["accuracy"]
+    acc, second = results["accuracy"], results["second_stage"]["accuracy"]
     first = results["first_stage"]["per_task"]
     return f"""---
 library_name: transformers
@@ -127,19 +134,22 @@ position embedding, then the 2 x 2 patch merger, so each of the 6 x 6 image toke
 28 x 28 pixels and a map over image tokens is a map over image regions. Why this one: BENCHMARKS.md, "The grounded
 tiny base model".
 
-**Made by** (first stage at {stages["first"]}; second stage at {stages["second"]}):
+**Made by** ({stages["earlier"]}; third stage at {stages["third"]}):
 
 ```
 {command}
 ```
 
-Two stages, short answers, no system prompt. First `configs/sft/tiny_base.yaml` ({args.max_steps} steps) on
+Three stages, short answers, no system prompt. First `configs/sft/tiny_base.yaml` ({args.max_steps} steps) on
 `python -m data_tools.synthetic --seed {args.data_seed} --num_perception {args.num_perception}` (split `perception`:
 captions, "Where is the red circle?", "What is at the top left?" on random parts of scenes, the scenes' own
 questions); it left pointing at {first["point"]["mean"]:.3f} and reading at {first["read"]["mean"]:.3f}. Then
 `configs/sft/tiny_base_grounding.yaml` ({args.grounding_max_steps} steps) on `python -m data_tools.synthetic --seed
 {args.data_seed} --num_grounding {args.num_grounding}` (split `grounding`: pointing and reading on full scenes, a
-quarter perception rows). Weights init seed {args.seed}; training seed {args.training_seed}.
+quarter perception rows); held-out accuracy after it {second["mean"]:.3f}. Then `configs/sft/tiny_base_attention.yaml`
+({args.attention_max_steps} steps) on the same rows with the attention-grounding loss (`--attention_grounding_weight`:
+the answer tokens' attention over the image is trained towards each row's evidence boxes; BENCHMARKS.md, "Attention
+grounding in the base"). Weights init seed {args.seed}; training seed {args.training_seed}.
 
 **Held-out short answers** ({args.eval_rows} scenes of the `eval` split of data seed {args.data_seed}, never
 trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions **{acc["mean"]:.3f}**
@@ -153,6 +163,28 @@ trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions 
 `{sha256(weights)}`; tokenizer (byte-level BPE trained on the synthetic corpus, `<think>` and `</think>` single
 tokens), processor (168 x 168 images) and chat template (the Qwen2-VL/2.5-VL hub layout).
 """
+
+
+def earlier_stages(model_dir: Path) -> tuple[dict, str]:
+    """Held-out numbers (``first_stage`` and the second stage's) and the card's record of the first two stages of a
+    two-stage base this recipe made, for ``--second_stage_model``."""
+    evaluation, card = model_dir / "perception_eval.json", model_dir / "README.md"
+    if not (evaluation.exists() and card.exists() and (model_dir / "model.safetensors").exists()):
+        raise SystemExit(
+            f"--second_stage_model {model_dir}: needs a base this recipe made (model.safetensors, perception_eval.json "
+            "and README.md)"
+        )
+    results = json.loads(evaluation.read_text())
+    if "second_stage" in results or "first_stage" not in results:
+        raise SystemExit(
+            f"--second_stage_model {model_dir}: not a two-stage base (perception_eval.json has "
+            f"{sorted(k for k in results if k.endswith('_stage'))} stage results)"
+        )
+    made_by = re.search(r"\*\*Made by\*\* \((.*?)\):", card.read_text(), re.DOTALL)
+    record = " ".join(made_by.group(1).split()) if made_by else "the first two stages not recorded"
+    second = {k: v for k, v in results.items() if k not in ("first_stage", "parameters")}
+    note = f"first two stages as `{model_dir}` (sha256 `{sha256(model_dir / 'model.safetensors')}`) recorded them: {record}"
+    return {"first_stage": results["first_stage"], "second_stage": second}, note
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,31 +202,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_grounding", type=int, default=40000, help="Rows of the second stage.")
     parser.add_argument("--max_steps", type=int, default=None, help="Override the first stage's max_steps.")
     parser.add_argument("--grounding_max_steps", type=int, default=None, help="Override the second stage's max_steps.")
+    parser.add_argument(
+        "--attention_config", type=Path, default=Path("configs/sft/tiny_base_attention.yaml"), help="Third stage."
+    )
+    parser.add_argument("--attention_max_steps", type=int, default=None, help="Override the third stage's max_steps.")
+    parser.add_argument(
+        "--second_stage_model",
+        type=Path,
+        default=None,
+        help="Skip the first two stages: start the third from this two-stage base made by the recipe before (its "
+        "perception_eval.json and model card carry the earlier stages' numbers and record).",
+    )
     parser.add_argument("--eval_rows", type=int, default=200, help="Held-out scenes the base is scored on.")
     parser.add_argument("--force", action="store_true", help="Rerun steps whose output already exists.")
     args = parser.parse_args(argv)
-    for name in ("num_perception", "num_grounding", "max_steps", "grounding_max_steps", "eval_rows"):
+    for name in (
+        "num_perception",
+        "num_grounding",
+        "max_steps",
+        "grounding_max_steps",
+        "attention_max_steps",
+        "eval_rows",
+    ):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
 
     work, python = args.work_dir, sys.executable
     init, data, trained = work / "init", work / "data", work / "trained"
-    grounding_data, grounded = work / "grounding-data", work / "grounded"
-    run(
-        "build the initial model",
-        [python, "-m", "vlm.build_tiny", "--output_dir", str(init), "--seed", str(args.seed)]
-        + ["--initializer_range", "width"]
-        + [f"--{k}={v}" for k, v in ARCHITECTURE.items()],
-        init / "config.json",
-        args.force,
-    )
-    run(
-        "generate the pre-training data",
-        [python, "-m", "data_tools.synthetic", "--output_dir", str(data), "--seed", str(args.data_seed)]
-        + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_perception", str(args.num_perception)],
-        data / "dataset_dict.json",
-        args.force,
-    )
+    grounding_data, grounded, attention = work / "grounding-data", work / "grounded", work / "attention"
+    earlier = earlier_stages(args.second_stage_model) if args.second_stage_model else None
 
     def pretrain(stage: str, config: Path, start: Path, rows: Path, out_dir: Path, max_steps: int | None) -> None:
         commit_file = out_dir.with_name(f"{out_dir.name}_commit.txt")  # where the stage started, kept on resume
@@ -211,7 +247,23 @@ def main(argv: list[str] | None = None) -> None:
             args.force,
         )
 
-    pretrain("first", args.config, init, data, trained, args.max_steps)
+    if earlier is None:
+        run(
+            "build the initial model",
+            [python, "-m", "vlm.build_tiny", "--output_dir", str(init), "--seed", str(args.seed)]
+            + ["--initializer_range", "width"]
+            + [f"--{k}={v}" for k, v in ARCHITECTURE.items()],
+            init / "config.json",
+            args.force,
+        )
+        run(
+            "generate the pre-training data",
+            [python, "-m", "data_tools.synthetic", "--output_dir", str(data), "--seed", str(args.data_seed)]
+            + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_perception", str(args.num_perception)],
+            data / "dataset_dict.json",
+            args.force,
+        )
+        pretrain("first", args.config, init, data, trained, args.max_steps)
     run(
         "generate the grounding data",
         [python, "-m", "data_tools.synthetic", "--output_dir", str(grounding_data), "--seed", str(args.data_seed)]
@@ -219,31 +271,41 @@ def main(argv: list[str] | None = None) -> None:
         grounding_data / "dataset_dict.json",
         args.force,
     )
-    pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)
+    if earlier is None:
+        pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)
+    second_model = args.second_stage_model or grounded
+    pretrain("third", args.attention_config, second_model, grounding_data, attention, args.attention_max_steps)
     import yaml
 
-    args.max_steps = args.max_steps or yaml.safe_load(args.config.read_text())["max_steps"]
-    args.grounding_max_steps = (
-        args.grounding_max_steps or yaml.safe_load(args.grounding_config.read_text())["max_steps"]
+    for flag, config in (("max_steps", args.config), ("grounding_max_steps", args.grounding_config)):
+        setattr(args, flag, getattr(args, flag) or yaml.safe_load(config.read_text())["max_steps"])
+    args.attention_max_steps = (
+        args.attention_max_steps or yaml.safe_load(args.attention_config.read_text())["max_steps"]
     )
-    print("[make_tiny_base] evaluating both stages on held-out scenes", flush=True)
-    results = evaluate_base(grounded, args.eval_rows, args.data_seed)
-    results["first_stage"] = evaluate_base(trained, args.eval_rows, args.data_seed)
+    print("[make_tiny_base] evaluating the stages on held-out scenes", flush=True)
+    results = evaluate_base(attention, args.eval_rows, args.data_seed)
+    if earlier is None:
+        results["second_stage"] = evaluate_base(grounded, args.eval_rows, args.data_seed)
+        results["first_stage"] = evaluate_base(trained, args.eval_rows, args.data_seed)
+        stages = {"earlier": f"first stage at {stage_record(trained)}; second stage at {stage_record(grounded)}"}
+    else:
+        results |= earlier[0]
+        stages = {"earlier": earlier[1]}
+    stages["third"] = stage_record(attention)
     from safetensors import safe_open
 
-    with safe_open(str(grounded / "model.safetensors"), "pt") as weights:
+    with safe_open(str(attention / "model.safetensors"), "pt") as weights:
         results["parameters"] = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())  # noqa: SIM118 (safe_open is no dict)
 
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
-        shutil.copy2(grounded / name, out / name)
+        shutil.copy2(attention / name, out / name)
     from vlm import load_processor
 
-    load_processor(str(grounded)).save_pretrained(str(out))  # without the truncation training left in the tokenizer
+    load_processor(str(attention)).save_pretrained(str(out))  # without the truncation training left in the tokenizer
     command = shlex.join(["python", "launch/make_tiny_base.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "perception_eval.json").write_text(json.dumps(results, indent=1) + "\n")
-    stages = {"first": stage_record(trained), "second": stage_record(grounded)}
     card = model_card(args, command, results, out / "model.safetensors", stages)
     (out / "README.md").write_text(card)
     print(f"[make_tiny_base] wrote {out}: held-out accuracy {results['accuracy']['mean']:.3f}", flush=True)

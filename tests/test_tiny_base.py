@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -69,24 +70,45 @@ def test_each_image_token_sees_only_its_own_28_pixel_cell(base):
 def test_recipe_still_runs_a_few_steps(tmp_path):
     from launch.make_tiny_base import main
 
-    out = tmp_path / "base"
-    flags = ["--output_dir", str(out), "--work_dir", str(tmp_path / "work"), "--num_perception", "32"]
-    main([*flags, "--num_grounding", "32", "--max_steps", "2", "--grounding_max_steps", "2", "--eval_rows", "4"])
+    out, work = tmp_path / "base", tmp_path / "work"
+    flags = ["--output_dir", str(out), "--work_dir", str(work), "--num_perception", "32", "--num_grounding", "32"]
+    main([*flags, "--max_steps", "2", "--grounding_max_steps", "2", "--attention_max_steps", "2", "--eval_rows", "4"])
     card = (out / "README.md").read_text()
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
-    assert "--max_steps 2 --grounding_max_steps 2" in card
-    assert card.count("min of training time") == 2  # both stages ran here, each with its commit and time
+    assert "--max_steps 2 --grounding_max_steps 2 --attention_max_steps 2" in card
+    assert card.count("min of training time") == 3  # all three stages ran here, each with its commit and time
     shipped = {"README.md", "perception_eval.json", "config.json", "generation_config.json", "model.safetensors"}
     shipped |= {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
     assert {f.name for f in out.iterdir()} == shipped
     assert json.loads((out / "tokenizer.json").read_text())["truncation"] is None  # training truncated to 512
-    first_stage = (tmp_path / "work" / "trained" / "model.safetensors").read_bytes()
-    assert first_stage != (out / "model.safetensors").read_bytes()  # the shipped weights are the second stage's
+    final = (out / "model.safetensors").read_bytes()
+    for stage in ("trained", "grounded"):
+        assert (work / stage / "model.safetensors").read_bytes() != final  # the shipped weights are the third stage's
+    assert final == (work / "attention" / "model.safetensors").read_bytes()
+    results = json.loads((out / "perception_eval.json").read_text())
+    assert {"first_stage", "second_stage"} <= results.keys()
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(out), dtype="float32"))
     assert model.config.vision_config.depth == 0
 
+    # A base made before the third stage existed: its evaluation and card carry the first two stages.
+    with pytest.raises(SystemExit, match="not a two-stage base"):
+        main(["--second_stage_model", str(out), "--output_dir", str(tmp_path / "again")])
+    two_stage = tmp_path / "two-stage"
+    shutil.copytree(work / "grounded", two_stage)
+    (two_stage / "README.md").write_text(card.replace("third stage at", "an older record at"))
+    del results["second_stage"]
+    (two_stage / "perception_eval.json").write_text(json.dumps(results))
+    third = tmp_path / "third"
+    flags = ["--second_stage_model", str(two_stage), "--output_dir", str(third), "--work_dir", str(tmp_path / "w3")]
+    main([*flags, "--num_grounding", "32", "--attention_max_steps", "2", "--eval_rows", "4"])
+    card = (third / "README.md").read_text()
+    two_stage_sha = hashlib.sha256((two_stage / "model.safetensors").read_bytes()).hexdigest()
+    assert f"first two stages as `{two_stage}` (sha256 `{two_stage_sha}`)" in card
+    assert not (tmp_path / "w3" / "trained").exists()  # the first two stages did not run again
+    assert (third / "model.safetensors").read_bytes() != (two_stage / "model.safetensors").read_bytes()
 
-@pytest.mark.parametrize("flag", ["--num_grounding", "--grounding_max_steps", "--max_steps"])
+
+@pytest.mark.parametrize("flag", ["--num_grounding", "--grounding_max_steps", "--attention_max_steps", "--max_steps"])
 def test_recipe_flags_below_one_are_named(flag, capsys):
     from launch.make_tiny_base import main
 
