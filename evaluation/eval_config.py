@@ -8,6 +8,8 @@ from data_tools import SYSTEM_PROMPT
 from saliency import SaliencyMapArguments
 from saliency.baselines import BASELINES
 
+from .logit_lens import LENS_FEATURES
+
 
 @dataclass
 class InferenceArguments(SaliencyMapArguments):
@@ -194,8 +196,35 @@ class ExportArguments(InferenceArguments):
     output_dir: str = field(
         default="outputs/export", metadata={"help": "Folder of proposals.jsonl, masks/, errors.jsonl."}
     )
+    logit_lens_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Export logit-lens patch features (after LogitGaze): each image token's hidden state after these "
+            "decoder layers (negative indices count from the end; e.g. `-2 -1`) read through the final norm and "
+            "lm_head, from the same pass as the maps, into lens/ beside the masks. None when unset."
+        },
+    )
+    logit_lens_features: str = field(
+        default="phrases",
+        metadata={
+            "help": "How each patch's lens distribution is reduced: 'phrases' (per proposal, the probability mass on "
+            "the tokens of its phrase) or 'topk' (the `logit_lens_topk` largest probabilities).",
+            "choices": list(LENS_FEATURES),
+        },
+    )
+    logit_lens_topk: int = field(
+        default=5, metadata={"help": "Probabilities kept per patch with `--logit_lens_features topk`."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.mask_threshold <= 1:
             raise ValueError(f"--mask_threshold must lie in (0, 1], got {self.mask_threshold}")
+        if self.logit_lens_layers is not None and not self.logit_lens_layers:
+            raise ValueError("--logit_lens_layers needs at least one layer index (leave it unset for no features)")
+        if self.logit_lens_features not in LENS_FEATURES:
+            raise ValueError(
+                f"--logit_lens_features must be one of {', '.join(LENS_FEATURES)}, got {self.logit_lens_features!r}"
+            )
+        if self.logit_lens_topk < 1:
+            raise ValueError(f"--logit_lens_topk must be >= 1, got {self.logit_lens_topk}")

@@ -7,6 +7,7 @@ Output folder layout (paths in the JSONL are relative to it)::
                       "proposals": [{"phrase", "reason", "mask_path", "box", "score"}], "phrases_without_mask"}
     masks/            one 8-bit greyscale PNG per proposal, at the image size (255 = the mask's maximum)
     maps/             one 8-bit greyscale PNG per image: the answer's saliency map (``saliency_map_path``)
+    lens/             with ``--logit_lens_layers``: one float32 .npy per image, its logit-lens patch features
     summary.json      written when a run finishes: images, exported, errors, with a map, proposals, model
     images/           the images of a data set source (folder sources point at the original files)
     errors.jsonl      one line per image that could not be read: {"image_id", "file_name", "image_path", "error"}
@@ -26,6 +27,13 @@ the completion has no map or its map has no positive mass. A completion without 
 format has no map and no proposals (``no_map_reason`` says why); a phrase whose mask is all zero is listed under
 ``phrases_without_mask``.
 
+With ``--logit_lens_layers`` each line also has ``"logit_lens": {"path", "features", "layers", "grid"}``: an array of
+shape (channels, layers, grid rows, grid cols) over the model's (merged) patch grid, from the hidden states of the
+image tokens in the pass that made the maps (`evaluation.logit_lens`; no second forward). With ``features`` =
+``phrases`` channel i belongs to ``proposals[i]``: the lens probability mass on the distinct token ids that spell its
+phrase; with ``topk`` channel i is the (i+1)-th largest lens probability. ``layers`` are the decoder layers as
+non-negative indices (the output of layer l; the last one is the model's own read-out).
+
 Resuming: images already in ``proposals.jsonl`` or ``errors.jsonl`` are skipped; a line cut off by a crash is
 removed before the run goes on. Masks are written before their line, so a finished line always has its files, and
 ``summary.json`` only once every image is in one of the two files (the main job's mark of a finished export).
@@ -40,6 +48,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +68,7 @@ from vlm import load_model_and_processor
 from .eval_config import ExportArguments
 from .evaluate import load_rows, read_completions
 from .generation import TracedCompletion, trace_completions
+from .logit_lens import LogitLensCapture
 from .phrases import Phrase, noun_phrases, token_char_spans, tokens_overlapping
 
 logger = logging.getLogger(__name__)
@@ -154,8 +164,11 @@ def export_record(
     args: ExportArguments,
     out: Path,
     image_path: str,
+    lens: LogitLensCapture | None = None,
 ) -> dict[str, Any]:
-    """Write the masks of one image's proposals under ``out/masks`` and return its JSONL record."""
+    """Write the masks of one image's proposals under ``out/masks`` and return its JSONL record.
+
+    With ``lens`` (the capture of the pass that traced ``traced``), its logit-lens features go under ``out/lens``."""
     text = traced.text
     reasoned = parse_reasoning(text)
     record = {
@@ -172,8 +185,20 @@ def export_record(
         "proposals": [],
         "phrases_without_mask": [],
     }
-    if not traced.maps.has_map:
-        return record
+    phrase_ids: list[list[int]] = []
+    if traced.maps.has_map:
+        phrase_ids = _add_maps(record, item, traced, tokenizer, args, out)
+    if lens is not None:
+        name = Path("lens") / (_mask_name(item.image_id, 0).removesuffix(".png") + ".npy")
+        record["logit_lens"] = _write_lens(lens, traced, phrase_ids, args, out, name)
+    return record
+
+
+def _add_maps(
+    record: dict[str, Any], item: ExportItem, traced: TracedCompletion, tokenizer, args: ExportArguments, out: Path
+) -> list[list[int]]:
+    """Write the answer's map and the proposals' masks, fill them into ``record``; return each proposal's token ids."""
+    phrase_ids = []
     answer_map = traced.maps.answer_map("flow")[0].upsampled()
     if np.isfinite(answer_map).all() and answer_map.max() > 0:
         name = Path("maps") / _mask_name(item.image_id, 0)
@@ -191,7 +216,32 @@ def export_record(
         record["proposals"].append(
             {"phrase": phrase.text, "reason": phrase.sentence, "mask_path": name.as_posix(), "box": box, "score": score}
         )
-    return record
+        phrase_ids.append(traced.maps.completion_ids[tokens].tolist())
+    return phrase_ids
+
+
+def _write_lens(
+    lens: LogitLensCapture,
+    traced: TracedCompletion,
+    phrase_ids: list[list[int]],
+    args: ExportArguments,
+    out: Path,
+    name: Path,
+) -> dict[str, Any]:
+    """Save one image's logit-lens features (channels, layers, rows, cols) as ``out/name``; return the line's field."""
+    if args.logit_lens_features == "phrases":
+        features = lens.phrase_probabilities(traced.index, phrase_ids)
+    else:
+        features = lens.topk_probabilities(traced.index, args.logit_lens_topk)
+    (layout,) = traced.maps.images  # an export row holds one image
+    grid = features[..., layout.positions.to(features.device)].reshape(*features.shape[:2], *layout.grid)
+    np.save(out / name, grid.cpu().numpy().astype(np.float32))
+    return {
+        "path": name.as_posix(),
+        "features": args.logit_lens_features,
+        "layers": lens.layers,
+        "grid": list(layout.grid),
+    }
 
 
 def finished_ids(path: Path) -> set[str]:
@@ -261,7 +311,7 @@ def _completions(path: str, todo: list[ExportItem]) -> list[str]:
 def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     """Export every image not yet exported to ``args.output_dir``; return the path of ``proposals.jsonl``."""
     out = Path(args.output_dir)
-    for folder in ("masks", "maps", "images"):
+    for folder in ("masks", "maps", "images") + (("lens",) if args.logit_lens_layers is not None else ()):
         (out / folder).mkdir(parents=True, exist_ok=True)
     jsonl, errors = out / "proposals.jsonl", out / "errors.jsonl"
     (out / "summary.json").unlink(missing_ok=True)  # written again when this run finishes
@@ -281,6 +331,12 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
     model, processor = load_model_and_processor(model_args, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     tokenizer = getattr(processor, "tokenizer", processor)
     tracer = args.make_tracer(model, SpecialTokens.from_tokenizer(processor))
+    lens = None
+    if args.logit_lens_layers is not None:
+        try:
+            lens = LogitLensCapture(model, args.logit_lens_layers)
+        except ValueError as error:
+            raise ValueError(f"--logit_lens_layers {args.logit_lens_layers}: {error}") from error
     progress = tqdm(total=len(todo), desc="exporting", unit="image")
     for start in range(0, len(todo), args.batch_size):
         batch, opened = todo[start : start + args.batch_size], []
@@ -295,19 +351,21 @@ def run_export(args: ExportArguments, model_args: ModelConfig) -> Path:
                 progress.update()
         inputs = [{"image": image, "problem": item.question} for item, image, _ in opened]
         given = None if completions is None else [completions[item.image_id] for item, _, _ in opened]
-        for traced in trace_completions(
-            tracer,
-            processor,
-            inputs,
-            completions=given,
-            batch_size=max(len(inputs), 1),
-            max_new_tokens=args.max_new_tokens,
-            system_prompt=args.system_prompt,
-            progress=False,
-        ):
-            item, image, image_path = opened[traced.index]
-            _append(jsonl, export_record(item, image, traced, tokenizer, args, out, image_path))
-            progress.update()
+        # One trace_completions batch: one traced generate (or scoring forward), whose first forward the lens reads.
+        with nullcontext() if lens is None else lens.capturing():
+            for traced in trace_completions(
+                tracer,
+                processor,
+                inputs,
+                completions=given,
+                batch_size=max(len(inputs), 1),
+                max_new_tokens=args.max_new_tokens,
+                system_prompt=args.system_prompt,
+                progress=False,
+            ):
+                item, image, image_path = opened[traced.index]
+                _append(jsonl, export_record(item, image, traced, tokenizer, args, out, image_path, lens))
+                progress.update()
     progress.close()
     write_summary(out, len(items), model_args.model_name_or_path)
     return jsonl

@@ -321,7 +321,7 @@ class SaliencyTracer:
         self.adapter = adapter or adapter_for(model)
         attention_convention(self.adapter.text_config._attn_implementation)  # one it cannot trace is refused by name
         self.chunk_elements = chunk_elements
-        self.layers = _layer_indices(layers, len(self.adapter.attentions))
+        self.layers = layer_indices(layers, len(self.adapter.attentions))
 
     def generate(
         self, input_ids: torch.Tensor, image_sizes: Sequence[Sequence[tuple[int, int]]] | None = None, **generate_kwargs
@@ -405,7 +405,7 @@ class SaliencyTracer:
             return samples.maps(scores_of)
 
 
-def _layer_indices(layers: Sequence[int] | None, count: int) -> list[int]:
+def layer_indices(layers: Sequence[int] | None, count: int) -> list[int]:
     if layers is None:
         return list(range(count))
     if not layers:
