@@ -23,10 +23,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from predictor.proposals import LENS_FEATURES
 from saliency.adapters import adapter_for
 from saliency.tracer import layer_indices
 
-LENS_FEATURES = ("phrases", "topk")
+__all__ = ["LENS_FEATURES", "LogitLensCapture"]
 
 
 class LogitLensCapture:

@@ -71,7 +71,7 @@ def main(
                 f"--ablation_checkpoint {eval_args.ablation_checkpoint} was trained with proposals; the ablation is a "
                 "model trained with --use_proposals false"
             )
-    dataset = build_dataset(data_args, "eval", model.config.use_proposals)
+    dataset = build_dataset(data_args, "eval", model.config.use_proposals, model.config.logit_lens)
     report, predictions = evaluation_report(
         model,
         dataset,
@@ -84,7 +84,8 @@ def main(
     report["checkpoint"] = {"path": eval_args.checkpoint, "epoch": meta["epoch"]}
     ablation_maps = None
     if ablation is not None:
-        plain = build_dataset(data_args, "eval", use_proposals=False)  # the same records, without the proposals
+        # the same records, without the proposals
+        plain = build_dataset(data_args, "eval", use_proposals=False, logit_lens=ablation.config.logit_lens)
         predicted = predict(ablation, plain, training_args.topk, training_args.batch_size, training_args.device)
         ablation_maps = [p.saliency for p in predicted]
         report["proposals_off"] = score_maps(plain, ablation_maps, seed=training_args.seed)

@@ -28,11 +28,11 @@ def main(
     """Train on the recipe's train split; with eval fixations set, also write the evaluation beside the checkpoints."""
     if training_args.torch_threads:
         torch.set_num_threads(training_args.torch_threads)
-    train_dataset = build_dataset(data_args, "train", model_args.use_proposals)
+    train_dataset = build_dataset(data_args, "train", model_args.use_proposals, model_args.logit_lens)
     trainer = PredictorTrainer(model_args, training_args, train_dataset)
     trainer.train()
     if data_args.eval_fixations and training_args.evaluate:
-        eval_dataset = build_dataset(data_args, "eval", model_args.use_proposals)
+        eval_dataset = build_dataset(data_args, "eval", model_args.use_proposals, model_args.logit_lens)
         report, predictions = evaluation_report(
             trainer.model,
             eval_dataset,

@@ -32,6 +32,23 @@ class PredictorModelConfig:
         default=True,
         metadata={"help": "Feed each proposal's exported score to the prioritisation head beside its features."},
     )
+    logit_lens: Literal["off", "phrases", "topk"] = field(
+        default="off",
+        metadata={
+            "help": "Use the export's logit-lens patch features (launch/export.py --logit_lens_layers) as extra input "
+            "channels: 'phrases' (each proposal's lens maps join the features its mask refines and pools; needs "
+            "proposals), 'topk' (the image's top-k lens maps join the backbone features), or 'off'. Must match the "
+            "export's --logit_lens_features.",
+            "choices": ["off", "phrases", "topk"],
+        },
+    )
+    logit_lens_channels: int = field(
+        default=0,
+        metadata={
+            "help": "Channels of the logit-lens features: the export's layers ('phrases') or layers x k ('topk'); "
+            "0 takes them from the training export (and must stay 0 with --logit_lens off)."
+        },
+    )
 
 
 @dataclass

@@ -55,8 +55,14 @@ def predict(
                 for slot, j in enumerate(order):
                     if j in removed[i]:
                         valid[row, slot] = False
+        lens = None if batch["lens"] is None else batch["lens"].to(device)
         result = model(
-            batch["images"].to(device), batch["masks"].to(device), valid.to(device), batch["scores"].to(device), topk
+            batch["images"].to(device),
+            batch["masks"].to(device),
+            valid.to(device),
+            batch["scores"].to(device),
+            topk,
+            lens,
         )
         for row, (key, i, order) in enumerate(zip(batch["keys"], batch["indices"], orders)):
             kept = result.kept[row].tolist()

@@ -3,10 +3,13 @@
 One JSONL line per image::
 
     {"image_id", "image_path", "width", "height", "explanation", "answer",
-     "proposals": [{"phrase", "reason", "mask_path", "box": [x1, y1, x2, y2], "score"}]}
+     "proposals": [{"phrase", "reason", "mask_path", "box": [x1, y1, x2, y2], "score"}],
+     "logit_lens": {"path", "features", "layers", "grid"}}   (optional)
 
 Paths are relative to the JSONL file; each mask is an 8-bit greyscale PNG at the image size
-(255 = most salient); boxes are normalised to [0, 1]; scores lie in [0, 1].
+(255 = most salient); boxes are normalised to [0, 1]; scores lie in [0, 1]. ``logit_lens`` (an export made with
+``--logit_lens_layers``) points at a float32 .npy of shape (channels, layers, grid rows, grid cols): per proposal
+with ``features`` = ``phrases``, the top-k lens probabilities with ``topk`` (see ``evaluation/export.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,29 @@ class Proposal:
     score: float
 
 
+LENS_FEATURES = ("phrases", "topk")
+
+
+@dataclass
+class LogitLensFeatures:
+    """An image's exported logit-lens patch features: which reduction, from which decoder layers, on which grid."""
+
+    path: Path
+    features: str
+    layers: list[int]
+    grid: tuple[int, int]
+
+    def load(self) -> np.ndarray:
+        """The (channels, layers, rows, cols) float32 array; a file of another shape is a ValueError naming it."""
+        array = np.load(self.path)
+        if array.ndim != 4 or array.shape[1:] != (len(self.layers), *self.grid):
+            raise ValueError(
+                f"{self.path}: logit-lens features of shape {array.shape}, expected (channels, {len(self.layers)}, "
+                f"{self.grid[0]}, {self.grid[1]}) from its export line"
+            )
+        return array.astype(np.float32)
+
+
 @dataclass
 class ExportRecord:
     """The exported explanation and proposals of one image."""
@@ -44,6 +70,7 @@ class ExportRecord:
     explanation: str
     answer: str
     proposals: list[Proposal] = field(default_factory=list)
+    logit_lens: LogitLensFeatures | None = None
 
     def load_mask(self, index: int) -> np.ndarray:
         """Proposal ``index``'s mask as floats in [0, 1], shape ``(height, width)``."""
@@ -81,6 +108,23 @@ def _parse_proposal(obj: object, base: Path, where: str) -> Proposal:
         box=(x1, y1, x2, y2),
         score=score,
     )
+
+
+def _parse_lens(obj: object, base: Path, where: str) -> LogitLensFeatures:
+    if not isinstance(obj, dict):
+        raise TypeError(f"{where}: expected a JSON object")
+    features = _require(obj, "features", str, where)
+    if features not in LENS_FEATURES:
+        raise ValueError(f"{where} field 'features': {features!r} is not one of {', '.join(LENS_FEATURES)}")
+    layers, grid = _require(obj, "layers", list, where), _require(obj, "grid", list, where)
+    if not layers or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in layers):
+        raise ValueError(f"{where} field 'layers': expected decoder layer indices, got {layers!r}")
+    if len(grid) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in grid):
+        raise ValueError(f"{where} field 'grid': expected [rows, cols], got {grid!r}")
+    path = base / _require(obj, "path", str, where)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where} field 'path': {path} does not exist")
+    return LogitLensFeatures(path=path, features=features, layers=layers, grid=(grid[0], grid[1]))
 
 
 def read_export(path: str | Path) -> dict[str, ExportRecord]:
@@ -123,6 +167,7 @@ def read_export(path: str | Path) -> dict[str, ExportRecord]:
                 explanation=_require(obj, "explanation", str, where),
                 answer=_require(obj, "answer", str, where),
                 proposals=[_parse_proposal(p, base, f"{where} proposals[{j}]") for j, p in enumerate(proposals)],
+                logit_lens=None if obj.get("logit_lens") is None else _parse_lens(obj["logit_lens"], base, where),
             )
     return records
 
@@ -138,4 +183,9 @@ def write_export(records: list[ExportRecord], path: str | Path) -> None:
             for p, out in zip(rec.proposals, line["proposals"]):
                 out["mask_path"] = str(Path(p.mask_path).resolve().relative_to(base))
                 out["box"] = list(p.box)
+            if rec.logit_lens is None:
+                del line["logit_lens"]
+            else:
+                line["logit_lens"]["path"] = str(Path(rec.logit_lens.path).resolve().relative_to(base))
+                line["logit_lens"]["grid"] = list(rec.logit_lens.grid)
             f.write(json.dumps(line) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,22 @@ def load_predictor(checkpoint: str | Path, device: str = "cpu") -> tuple[Explain
     return model.eval(), {k: v for k, v in state.items() if k not in ("model", "optimizer")}
 
 
+def lens_channels_from(config: PredictorModelConfig, dataset: FixationDataset) -> PredictorModelConfig:
+    """``config`` with ``logit_lens_channels`` taken from ``dataset`` when left 0; a mismatch names the flags."""
+    if config.logit_lens != dataset.logit_lens:
+        raise ValueError(
+            f"--logit_lens {config.logit_lens}: the data set was read with logit-lens features {dataset.logit_lens!r}"
+        )
+    if config.logit_lens == "off" or config.logit_lens_channels == dataset.logit_lens_channels:
+        return config
+    if config.logit_lens_channels:
+        raise ValueError(
+            f"--logit_lens_channels {config.logit_lens_channels}: the export's {config.logit_lens} features have "
+            f"{dataset.logit_lens_channels} channels (leave it 0 to take them from the export)"
+        )
+    return replace(config, logit_lens_channels=dataset.logit_lens_channels)
+
+
 class PredictorTrainer:
     """Trains an :class:`ExplainableSaliencyPredictor` on a :class:`FixationDataset`."""
 
@@ -58,6 +74,7 @@ class PredictorTrainer:
             )
         if training_config.num_epochs < 1 or training_config.batch_size < 1:
             raise ValueError("--num_epochs and --batch_size must be >= 1")
+        model_config = lens_channels_from(model_config, train_dataset)
         self.model_config = model_config
         self.args = training_config
         self.train_dataset = train_dataset
@@ -121,8 +138,14 @@ class PredictorTrainer:
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.args.num_epochs} (k={k})", leave=False)
             for batch in bar:
                 dev = self.args.device
+                lens = None if batch["lens"] is None else batch["lens"].to(dev)
                 out = self.model(
-                    batch["images"].to(dev), batch["masks"].to(dev), batch["valid"].to(dev), batch["scores"].to(dev), k
+                    batch["images"].to(dev),
+                    batch["masks"].to(dev),
+                    batch["valid"].to(dev),
+                    batch["scores"].to(dev),
+                    k,
+                    lens,
                 )
                 loss = saliency_loss(
                     out.saliency,
