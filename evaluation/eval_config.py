@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_tools import SYSTEM_PROMPT
+from predictor.proposals import LENS_FEATURES
 from saliency import SaliencyMapArguments
 from saliency.baselines import BASELINES
-
-from .logit_lens import LENS_FEATURES
 
 
 @dataclass

@@ -9,9 +9,9 @@ patch vector of fixed meaning:
 - ``topk``: the k largest lens probabilities, in decreasing order.
 
 :meth:`LogitLensCapture.capturing` holds forward hooks on the chosen decoder layers for the duration of a block. Of
-the first full-model forward run inside it (the prefill of a traced ``generate``, or the tracer's scoring forward: the pass that
-makes the saliency maps) it keeps the hidden states of the image positions only; later forwards (decode steps) are
-counted and otherwise ignored. The features are computed from those states on request, without another forward.
+the first full-model forward run inside it (the prefill of a traced ``generate``, or the tracer's scoring forward:
+the pass that makes the saliency maps) it keeps the hidden states of the image positions only; later forwards
+(decode steps) are counted and otherwise ignored. The features are computed from those states on request, without another forward.
 The hooks are removed on exit, also when an exception is raised.
 """
 
@@ -23,11 +23,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from predictor.proposals import LENS_FEATURES
 from saliency.adapters import adapter_for
 from saliency.tracer import layer_indices
-
-__all__ = ["LENS_FEATURES", "LogitLensCapture"]
 
 
 class LogitLensCapture:

@@ -8,7 +8,9 @@ Writes `proposals.jsonl` (one line per image), `masks/*.png` and `errors.jsonl` 
 its path in the folder without the extension (`COCO_val2014_000000000042.jpg` -> `COCO_val2014_000000000042`) and
 keeps its file name in `file_name`: the ids the predictor's fixation readers (SALICON, OSIE, MIT1003) key by when
 their `--images_dir` is this folder (`predictor/image_ids.py`); a `--completions_file` is keyed by the same ids. Every field of `ExportArguments` and
-`trl.ModelConfig` can be set in the YAML recipe or on the command line (`--help` lists them).
+`trl.ModelConfig` can be set in the YAML recipe or on the command line (`--help` lists them). With
+`--logit_lens_layers 0 -1` each image also gets logit-lens patch features (`lens/*.npy`, from the maps' own pass;
+`--logit_lens_features phrases|topk`), which the predictor takes as extra channels with `--logit_lens`.
 """
 
 import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
