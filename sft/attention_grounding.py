@@ -77,8 +77,10 @@ def attention_grounding_loss(
         if len(columns) != len(coverage):
             raise ValueError(f"row {row}: {len(columns)} image tokens in input_ids but {len(coverage)} on its grid")
         coverage = coverage.to(attentions[0].device, attentions[0].dtype)
+        answer = predicting[row].nonzero().squeeze(1)
         for layer in attentions:
-            on_image = layer[row].mean(0)[predicting[row]][:, columns]  # (answer tokens, image tokens)
+            # only the answer rows' image columns: the head mean of the full (query, key) matrix costs more than the loss
+            on_image = layer[row][:, answer][:, :, columns].mean(0)  # (answer tokens, image tokens)
             inside = on_image @ coverage
             terms.append((torch.log(on_image.sum(-1) + EPS) - torch.log(inside + EPS)).mean())
     if not terms:

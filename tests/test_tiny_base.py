@@ -35,7 +35,7 @@ def base():
 def test_weights_are_those_of_the_model_card():
     card = (BASE / "README.md").read_text()
     digest = hashlib.sha256((BASE / "model.safetensors").read_bytes()).hexdigest()
-    assert re.search(r"sha256\s+`([0-9a-f]{64})`", card).group(1) == digest
+    assert re.search(r"`model.safetensors` .*? sha256\s+`([0-9a-f]{64})`", card, re.DOTALL).group(1) == digest
     size_mb = (BASE / "model.safetensors").stat().st_size / 1e6
     assert f"{size_mb:.1f} MB" in card and size_mb < 10
     assert "launch/make_tiny_base.py" in card and re.search(r"commit `[0-9a-f]{40}`", card)
@@ -45,8 +45,9 @@ def test_base_answers_held_out_scenes_far_above_chance(base):
     model, processor = base
     # The quick start's held-out scenes (data seed 0); the base was pre-trained on data seed 1 and never saw them.
     results = evaluate_short_answers(model, processor, perception_rows(48, seed=0), bootstrap_samples=200)
-    assert results["accuracy"]["low"] > 0.6  # chance is 0.23 over the four question types
-    # Naming what is at a place is easy for it (0.8 on the card's 200 rows), naming where a thing is less so (0.29).
+    # Chance is 0.23 over the four question types; the card's 200 rows of data seed 1 give 0.785 (0.730-0.840).
+    assert results["accuracy"]["mean"] > 0.6 and results["accuracy"]["low"] > 2 * 0.23
+    # On the card's 200 rows it names what is at a place at 0.795 and where a thing is at 0.775.
     assert results["per_task"]["read"]["mean"] > 5 * CHANCE["read"]
     assert results["per_task"]["point"]["mean"] > 2 * CHANCE["point"]
 
