@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             + (["--max_steps", str(max_steps)] if max_steps else []),
             out_dir / "processor_config.json",
             args.force,
+            out_dir,
         )
 
     if earlier is None:
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             + [f"--{k}={v}" for k, v in ARCHITECTURE.items()],
             init / "config.json",
             args.force,
+            init,
         )
         run(
             "generate the pre-training data",
@@ -262,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_perception", str(args.num_perception)],
             data / "dataset_dict.json",
             args.force,
+            data,
         )
         pretrain("first", args.config, init, data, trained, args.max_steps)
     run(
@@ -270,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_grounding", str(args.num_grounding)],
         grounding_data / "dataset_dict.json",
         args.force,
+        grounding_data,
     )
     if earlier is None:
         pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)

@@ -23,6 +23,7 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -32,11 +33,18 @@ REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 12
 
 
-def run(step: str, command: list[str], done: Path, force: bool) -> None:
-    """Run one stage unless `done` exists; stop the pipeline with the stage's name when it fails."""
+def run(step: str, command: list[str], done: Path, force: bool, output: Path | None = None) -> None:
+    """Run one stage unless `done` exists; stop the pipeline with the stage's name when it fails.
+
+    With ``force`` the stage's ``output`` (a folder or a file) is removed first, so that it starts over instead of
+    resuming from its own checkpoints or leaving files of the earlier run beside the new ones.
+    """
     if done.exists() and not force:
         print(f"[pipeline] {step}: already done ({done})", flush=True)
         return
+    if force and output is not None and output.exists():
+        print(f"[pipeline] {step}: --force, removing {output}", flush=True)
+        shutil.rmtree(output) if output.is_dir() else output.unlink()
     print(f"[pipeline] {step}: {shlex.join(command)}", flush=True)
     start = time.perf_counter()
     if subprocess.run(command, cwd=REPO, check=False).returncode != 0:
@@ -49,8 +57,9 @@ def flags(**values: object) -> list[str]:
     return [part for name, value in values.items() for part in (f"--{name}", str(value))]
 
 
-def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
-    """The stages in order, each (name, command, the file whose presence marks it done)."""
+def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path, Path]]:
+    """The stages in order, each (name, command, the file whose presence marks it done, what it writes: the done
+    mark's folder, or for the chain report its one file in the evaluation's folder)."""
     root, python = args.output_root, sys.executable
     data, sft, grpo, evaluation = root / "data", root / "sft-tiny", root / "grpo-tiny", root / "eval"
     trained = {"dataset_name": data, "resume_from_checkpoint": "true"}
@@ -71,18 +80,21 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
             [python, "-m", "data_tools.synthetic"]
             + flags(output_dir=data, num_sft=args.num_sft, num_rl=args.num_rl, num_eval=args.num_eval, seed=args.seed),
             data / "dataset_dict.json",
+            data,
         ),
         (
             "SFT cold start",
             [python, "launch/sft.py"]
             + flags(config=args.sft_config, model_name_or_path=args.base_model, output_dir=sft, **trained),
             sft / "processor_config.json",
+            sft,
         ),
         (
             "GRPO with the saliency reward",
             [python, "launch/grpo.py"]
             + flags(config=args.grpo_config, model_name_or_path=sft, output_dir=grpo, **trained),
             grpo / "processor_config.json",
+            grpo,
         ),
         (
             "evaluation",
@@ -90,6 +102,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
             + flags(config=args.eval_config, model_name_or_path=grpo, compare_model_name_or_path=sft, dataset_name=data)
             + flags(output_dir=evaluation, max_samples=args.eval_samples, faithfulness_samples=4),
             evaluation / "report.html",
+            evaluation,
         ),
         (
             "export of explanations and proposals",
@@ -97,18 +110,21 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
             + flags(config=args.export_config, model_name_or_path=grpo, dataset_name=data, dataset_split="eval")
             + flags(max_samples=args.export_images, output_dir=export),
             export / "summary.json",
+            export,
         ),
         (
             "fixations simulated on the exported images",
             [python, "-m", "predictor.synthetic"]
             + flags(from_export=proposals, out_dir=fixations, num_eval=args.predictor_eval_images, seed=args.seed),
             eval_fixations,
+            fixations,
         ),
-        ("predictor training", train + flags(output_dir=predictor), checkpoint),
+        ("predictor training", train + flags(output_dir=predictor), checkpoint, predictor),
         (
             "predictor training without proposals (the ablation)",
             train + flags(use_proposals="false", output_dir=ablation),
             ablation_checkpoint,
+            ablation,
         ),
         (
             "predictor evaluation",
@@ -116,12 +132,14 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path]]:
             + flags(checkpoint=checkpoint, ablation_checkpoint=ablation_checkpoint, report_dir=predictor_eval)
             + flags(save_maps="true"),
             predictor_eval / "eval_report.json",
+            predictor_eval,
         ),
         (
             "chain report",
             [python, "-m", "predictor.chain_report"]
             + flags(export_dir=export, fixations=eval_fixations, predictor_eval_dir=predictor_eval)
             + flags(evaluation_dir=evaluation, output=chain_report),
+            chain_report,
             chain_report,
         ),
     ]
@@ -169,9 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     start, table = time.perf_counter(), stages(args)
-    for step, command, done in table:
-        run(step, command, done, args.force)
-    evaluation = next(done for step, _, done in table if step == "evaluation")
+    for step, command, done, output in table:
+        run(step, command, done, args.force, output)
+    evaluation = next(done for step, _, done, _ in table if step == "evaluation")
     print(f"[pipeline] evaluation report: {evaluation}")
     print(f"[pipeline] finished in {time.perf_counter() - start:.0f} s; report: {table[-1][2]}")
 

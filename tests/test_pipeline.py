@@ -91,5 +91,13 @@ def test_force_reruns_a_finished_stage_and_a_failure_names_it(tmp_path):
     assert done.read_text() == "old"
     run("write", write, done, force=True)
     assert done.read_text() == "new"
+    stage = (
+        tmp_path / "stage"
+    )  # what a stage wrote: --force removes it, so nothing of the earlier run is resumed or kept
+    (stage / "checkpoint-3").mkdir(parents=True)
+    marker = stage / "summary.json"
+    make = [sys.executable, "-c", f"import os; os.makedirs({str(stage)!r}); open({str(marker)!r}, 'w').write('new')"]
+    run("stage", make, marker, force=True, output=stage)
+    assert sorted(p.name for p in stage.iterdir()) == ["summary.json"]
     with pytest.raises(SystemExit, match=r"\[pipeline\] fail failed"):
         run("fail", [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "never", force=False)
