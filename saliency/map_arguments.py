@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .adapters import adapter_for
 from .rows import ROW_MODES
 from .spans import SpecialTokens
-from .tracer import SaliencyTracer
+from .tracer import SaliencyTracer, layer_indices
 
 
 @dataclass
@@ -40,8 +41,10 @@ class SaliencyMapArguments:
             raise ValueError("--saliency_layers needs at least one layer index (leave it unset for all layers)")
 
     def make_tracer(self, model: nn.Module, tokens: SpecialTokens) -> SaliencyTracer:
-        """The tracer of ``model`` with these choices; layers the model lacks are reported by flag name."""
+        """The tracer of ``model`` with these choices; layers the model lacks are reported by flag name, anything else
+        the tracer refuses (an attention implementation it cannot trace) in its own words."""
         try:
-            return SaliencyTracer(model, tokens, row=self.saliency_row, layers=self.saliency_layers)
+            layer_indices(self.saliency_layers, len(adapter_for(model).attentions))
         except ValueError as error:
             raise ValueError(f"--saliency_layers {self.saliency_layers}: {error}") from error
+        return SaliencyTracer(model, tokens, row=self.saliency_row, layers=self.saliency_layers)

@@ -72,6 +72,13 @@ def test_layers_the_model_lacks_are_named(assets):
     assert EvalArguments(saliency_layers=[-1]).make_tracer(model, tokens).layers == [3]
 
 
+def test_an_attention_implementation_the_tracer_refuses_is_not_blamed_on_the_layers(assets):
+    config = ModelConfig(model_name_or_path=str(assets["model"]), dtype="float32", attn_implementation="paged|eager")
+    model, processor = load_model_and_processor(config)
+    with pytest.raises(ValueError, match=r"^the saliency tracer cannot trace attention implementation 'paged\|eager'"):
+        EvalArguments(saliency_layers=[-1]).make_tracer(model, SpecialTokens.from_tokenizer(processor))
+
+
 def test_missing_completions_are_named(assets, tmp_path):
     from evaluation.evaluate import read_completions
 
