@@ -153,6 +153,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_eval", type=int, default=200, help="Rows of each held-out split.")
     parser.add_argument("--base_model", default="vlm/tiny_base", help="The model the SFT cold start starts from.")
     parser.add_argument("--sft_config", type=Path, default=Path("configs/sft/tiny_cpu.yaml"), help="SFT recipe.")
+    parser.add_argument(
+        "--sft_attention_grounding_weight",
+        type=float,
+        default=0.0,
+        help="The cold start's --attention_grounding_weight. 0 (default): it learns from the answers alone, the "
+        "label-only start of Ross et al. whose use of the cue the saliency reward has to undo; the SFT recipe's 1.0 "
+        "would already train the attention onto the evidence before GRPO.",
+    )
     parser.add_argument("--grpo_config", type=Path, default=Path("configs/grpo/tiny_cpu.yaml"), help="GRPO recipe.")
     parser.add_argument("--eval_config", type=Path, default=Path("configs/eval/tiny_cpu.yaml"), help="Eval recipe.")
     parser.add_argument("--report_rows", type=int, default=8, help="Conflict rows shown in the report.")
@@ -194,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
             f"SFT seed {seed}",
             [python, "launch/sft.py", "--config", str(args.sft_config), "--model_name_or_path", args.base_model,
              "--dataset_name", str(data),
-             "--answer_eval_split", "clean", "--output_dir", str(sft), "--seed", str(seed), "--report_to", "none"],
+             "--answer_eval_split", "clean", "--output_dir", str(sft), "--seed", str(seed), "--report_to", "none",
+             "--attention_grounding_weight", str(args.sft_attention_grounding_weight)],
             sft / "processor_config.json",
             force=False,
         )  # fmt: skip
