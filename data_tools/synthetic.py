@@ -259,6 +259,9 @@ PERCEPTION_TASKS: tuple[str, ...] = ("caption", "point", "read", "answer")
 # The second pre-training stage of the tiny base: pointing and reading on full scenes, one group of rows in four
 # still drawn as the perception split so that captions and the scenes' own questions are kept.
 GROUNDING_TASKS: tuple[str, ...] = ("perception", "point", "read", "point")
+# The third stage (attention grounding): pointing, reading and the scenes' own questions on full scenes, a third each,
+# so that the answers whose attention is trained onto the evidence include the questions the cold start asks.
+ATTENTION_TASKS: tuple[str, ...] = ("point", "read", "answer")
 
 
 def point_texts(shape: str, color: str, where: str) -> tuple[str, str]:
@@ -304,21 +307,24 @@ def perception_texts(
 
 
 def short_answer_task(index: int, kind: str) -> tuple[str, bool]:
-    """(task, asked on a :func:`sub_scene`) of row ``index`` of a ``perception`` or ``grounding`` split.
+    """(task, asked on a :func:`sub_scene`) of row ``index`` of a ``perception``, ``grounding`` or ``attention`` split.
 
     Tasks change every ``len(QUESTION_TYPES)`` rows, so each task meets every question type's scenes. ``perception``
     cycles :data:`PERCEPTION_TASKS`, captions, pointing and reading on sub-scenes; ``grounding`` cycles
     :data:`GROUNDING_TASKS`, pointing and reading on full scenes (3 to 5 shapes, like the scenes' questions), its
-    ``perception`` groups cycling :data:`PERCEPTION_TASKS` in turn.
+    ``perception`` groups cycling :data:`PERCEPTION_TASKS` in turn; ``attention`` cycles :data:`ATTENTION_TASKS` on
+    full scenes.
     """
     group = index // len(QUESTION_TYPES)
+    if kind == "attention":
+        return ATTENTION_TASKS[group % len(ATTENTION_TASKS)], False
     if kind == "grounding":
         task = GROUNDING_TASKS[group % len(GROUNDING_TASKS)]
         if task != "perception":
             return task, False
         group //= len(GROUNDING_TASKS)
     elif kind != "perception":
-        raise ValueError(f"kind must be 'perception' or 'grounding', got {kind!r}")
+        raise ValueError(f"kind must be 'perception', 'grounding' or 'attention', got {kind!r}")
     task = PERCEPTION_TASKS[group % len(PERCEPTION_TASKS)]
     return task, task != "answer"
 
@@ -598,8 +604,9 @@ def generate_split(
     reasoning or system prompt, the tasks of :data:`PERCEPTION_TASKS` in turn (:func:`perception_texts`), captions,
     pointing and reading on a random part of the scene (:func:`sub_scene`); ``dataset``
     is ``synthetic_shapes/perception/<task>``. ``grounding``: as ``perception`` with pointing and reading mostly on
-    full scenes (:func:`short_answer_task`), ``dataset`` ``synthetic_shapes/grounding/<task>``. Captions, perception
-    and grounding rows are the pre-training of the tiny base model (``vlm/tiny_base/``), which stands in for a
+    full scenes (:func:`short_answer_task`), ``dataset`` ``synthetic_shapes/grounding/<task>``. ``attention``: pointing,
+    reading and the scenes' own questions as short answers on full scenes, a third each. Captions, perception,
+    grounding and attention rows are the pre-training of the tiny base model (``vlm/tiny_base/``), which stands in for a
     pretrained VLM.
 
     With ``config.decoy`` every row has the :data:`~data_tools.schema.DECOY_FEATURES` columns: what the decoy swatch
@@ -614,8 +621,9 @@ def generate_split(
             f"cue_fraction ({cue_fraction}) and conflict_fraction ({conflict_fraction}) must lie in [0, 1] and sum "
             "to at most 1"
         )
-    if kind not in ("sft", "rl", "eval", "caption", "perception", "grounding"):
-        raise ValueError(f"kind must be 'sft', 'rl', 'eval', 'caption', 'perception' or 'grounding', got {kind!r}")
+    kinds = ("sft", "rl", "eval", "caption", "perception", "grounding", "attention")
+    if kind not in kinds:
+        raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
     columns: dict[str, list] = {}
     for index in tqdm(range(num_rows), desc=f"synthetic {split}", disable=num_rows < 500):
         draw = random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}/cue").random()
@@ -635,7 +643,7 @@ def generate_split(
                 "bbox": boxes,
                 "dataset": f"{DATASET_NAME}/caption",
             }
-        elif kind in ("perception", "grounding"):
+        elif kind in ("perception", "grounding", "attention"):
             task, on_sub_scene = short_answer_task(index, kind)
             if on_sub_scene:
                 ex = sub_scene(ex, config or SyntheticConfig())
@@ -681,9 +689,11 @@ def generate_synthetic(
     num_grounding: int = 0,
     decoy_fraction: float = 1.0,
     decoy_conflict_fraction: float = 0.0,
+    num_attention: int = 0,
 ) -> DatasetDict:
-    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding``
-    splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` > 0 (see :func:`generate_split`).
+    """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding`` /
+    ``attention`` splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` / ``num_attention`` > 0 (see
+    :func:`generate_split`).
 
     With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
     a swatch that says the answer, a further ``decoy_conflict_fraction`` one that says a wrong answer, and ``eval`` is replaced by two held-out splits of the same ``num_eval`` scenes:
@@ -708,6 +718,8 @@ def generate_synthetic(
         splits["perception"] = generate_split("perception", num_perception, seed, config)
     if num_grounding:
         splits["grounding"] = generate_split("grounding", num_grounding, seed, config)
+    if num_attention:
+        splits["attention"] = generate_split("attention", num_attention, seed, config)
     return DatasetDict(splits)
 
 
@@ -739,6 +751,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "full scenes, a quarter perception rows); 0: none.",
     )
     parser.add_argument(
+        "--num_attention",
+        type=int,
+        default=0,
+        help="Rows in the attention split (third pre-training stage of the tiny base, with the attention-grounding "
+        "loss: pointing, reading and the scenes' own questions on full scenes, a third each); 0: none.",
+    )
+    parser.add_argument(
         "--decoy_fraction",
         type=float,
         default=None,
@@ -755,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
-    for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding"):
+    for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding", "num_attention"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     if args.decoy_fraction is not None and not 0.0 <= args.decoy_fraction <= 1.0:
@@ -778,6 +797,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.num_grounding,
         1.0 if args.decoy_fraction is None else args.decoy_fraction,
         args.decoy_conflict_fraction,
+        num_attention=args.num_attention,
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})

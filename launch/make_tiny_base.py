@@ -15,8 +15,9 @@ Qwen2.5-VL). Steps, each a command a user could type and each seeded:
    questions; no reasoning, no system prompt);
 4. `python -m data_tools.synthetic --num_grounding N` and `launch/sft.py --config configs/sft/tiny_base_grounding.yaml`
    from step 3's weights: pointing and reading on full scenes (the first stage leaves pointing weak);
-5. `launch/sft.py --config configs/sft/tiny_base_attention.yaml` from step 4's weights, on the same rows with the
-   attention-grounding loss: the answer's attention over the image is trained towards the rows' evidence boxes;
+5. `python -m data_tools.synthetic --num_attention N` and `launch/sft.py --config configs/sft/tiny_base_attention.yaml`
+   from step 4's weights, with the attention-grounding loss: on pointing, reading and the scenes' own questions
+   (full scenes, a third each), the answer's attention over the image is trained towards the rows' evidence boxes;
 6. short-answer accuracy on held-out scenes (`evaluation.perception`) after each stage, and the folder written with
    its model card: command, commit, seeds, held-out numbers, size and sha256 of the weights.
 
@@ -147,9 +148,10 @@ questions); it left pointing at {first["point"]["mean"]:.3f} and reading at {fir
 `configs/sft/tiny_base_grounding.yaml` ({args.grounding_max_steps} steps) on `python -m data_tools.synthetic --seed
 {args.data_seed} --num_grounding {args.num_grounding}` (split `grounding`: pointing and reading on full scenes, a
 quarter perception rows); held-out accuracy after it {second["mean"]:.3f}. Then `configs/sft/tiny_base_attention.yaml`
-({args.attention_max_steps} steps) on the same rows with the attention-grounding loss (`--attention_grounding_weight`:
-the answer tokens' attention over the image is trained towards each row's evidence boxes; BENCHMARKS.md, "Attention
-grounding in the base"). Weights init seed {args.seed}; training seed {args.training_seed}.
+({args.attention_max_steps} steps) on `python -m data_tools.synthetic --seed {args.data_seed} --num_attention
+{args.num_attention}` (split `attention`: pointing, reading and the scenes' own questions on full scenes, a third each)
+with the attention-grounding loss (`--attention_grounding_weight`: the answer tokens' attention over the image is
+trained towards each row's evidence boxes; BENCHMARKS.md, "Attention grounding in the base"). Weights init seed {args.seed}; training seed {args.training_seed}.
 
 **Held-out short answers** ({args.eval_rows} scenes of the `eval` split of data seed {args.data_seed}, never
 trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions **{acc["mean"]:.3f}**
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_seed", type=int, default=1, help="Seed of the pre-training and held-out scenes.")
     parser.add_argument("--num_perception", type=int, default=80000, help="Rows of the first stage.")
     parser.add_argument("--num_grounding", type=int, default=40000, help="Rows of the second stage.")
+    parser.add_argument("--num_attention", type=int, default=24000, help="Rows of the third stage.")
     parser.add_argument("--max_steps", type=int, default=None, help="Override the first stage's max_steps.")
     parser.add_argument("--grounding_max_steps", type=int, default=None, help="Override the second stage's max_steps.")
     parser.add_argument(
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in (
         "num_perception",
         "num_grounding",
+        "num_attention",
         "max_steps",
         "grounding_max_steps",
         "attention_max_steps",
@@ -229,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
 
     work, python = args.work_dir, sys.executable
     init, data, trained = work / "init", work / "data", work / "trained"
-    grounding_data, grounded, attention = work / "grounding-data", work / "grounded", work / "attention"
+    grounding_data, grounded = work / "grounding-data", work / "grounded"
+    attention_data, attention = work / "attention-data", work / "attention"
     earlier = earlier_stages(args.second_stage_model) if args.second_stage_model else None
 
     def pretrain(stage: str, config: Path, start: Path, rows: Path, out_dir: Path, max_steps: int | None) -> None:
@@ -277,8 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     if earlier is None:
         pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)
+    run(
+        "generate the attention-grounding data",
+        [python, "-m", "data_tools.synthetic", "--output_dir", str(attention_data), "--seed", str(args.data_seed)]
+        + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_attention", str(args.num_attention)],
+        attention_data / "dataset_dict.json",
+        args.force,
+        attention_data,
+    )
     second_model = args.second_stage_model or grounded
-    pretrain("third", args.attention_config, second_model, grounding_data, attention, args.attention_max_steps)
+    pretrain("third", args.attention_config, second_model, attention_data, attention, args.attention_max_steps)
     import yaml
 
     for flag, config in (("max_steps", args.config), ("grounding_max_steps", args.grounding_config)):

@@ -201,13 +201,17 @@ def _norm(box, config):
     return [box[0] / config.width, box[1] / config.height, box[2] / config.width, box[3] / config.height]
 
 
-@pytest.mark.parametrize("kind", ["perception", "grounding"])
+@pytest.mark.parametrize("kind", ["perception", "grounding", "attention"])
 def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tasks(kind):
     data = generate_synthetic(0, 0, 0, seed=0, **{f"num_{kind}": 128})[kind]
     config = SyntheticConfig()
     tasks = [row["dataset"].split("/")[-1] for row in data]
     assert {row["dataset"].split("/")[1] for row in data} == {kind}
-    assert set(tasks) == set(PERCEPTION_TASKS)
+    if kind == "attention":  # a third each; a scene with nothing unique to point at or read is captioned
+        assert set(tasks) <= {"point", "read", "answer", "caption"}
+        assert [t == "answer" for t in tasks] == [(i // len(QUESTION_TYPES)) % 3 == 2 for i in range(len(tasks))]
+    else:
+        assert set(tasks) == set(PERCEPTION_TASKS)
     on_full_scene = []
     for index, row in enumerate(data):
         scene = make_example(0, kind, index, config)
@@ -240,7 +244,9 @@ def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tas
     assert answered == set(QUESTION_TYPES)
     full_points = sum(t == "point" and full for t, full in zip(tasks, on_full_scene)) / len(tasks)
     full_reads = sum(t == "read" and full for t, full in zip(tasks, on_full_scene)) / len(tasks)
-    if kind == "grounding":  # half the rows ask for a place on a full scene, a quarter what is at one
+    if kind == "attention":
+        assert all(on_full_scene) and full_points > 0.25 and full_reads > 0.25
+    elif kind == "grounding":  # half the rows ask for a place on a full scene, a quarter what is at one
         assert full_points > 0.4 and full_reads > 0.2
     else:
         assert full_points < 0.15 and full_reads < 0.15

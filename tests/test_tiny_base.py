@@ -73,6 +73,7 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
 
     out, work = tmp_path / "base", tmp_path / "work"
     flags = ["--output_dir", str(out), "--work_dir", str(work), "--num_perception", "32", "--num_grounding", "32"]
+    flags += ["--num_attention", "32"]
     main([*flags, "--max_steps", "2", "--grounding_max_steps", "2", "--attention_max_steps", "2", "--eval_rows", "4"])
     card = (out / "README.md").read_text()
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
@@ -101,7 +102,7 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
     (two_stage / "perception_eval.json").write_text(json.dumps(results))
     third = tmp_path / "third"
     flags = ["--second_stage_model", str(two_stage), "--output_dir", str(third), "--work_dir", str(tmp_path / "w3")]
-    main([*flags, "--num_grounding", "32", "--attention_max_steps", "2", "--eval_rows", "4"])
+    main([*flags, "--num_grounding", "32", "--num_attention", "32", "--attention_max_steps", "2", "--eval_rows", "4"])
     card = (third / "README.md").read_text()
     two_stage_sha = hashlib.sha256((two_stage / "model.safetensors").read_bytes()).hexdigest()
     assert f"first two stages as `{two_stage}` (sha256 `{two_stage_sha}`)" in card
@@ -109,7 +110,9 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
     assert (third / "model.safetensors").read_bytes() != (two_stage / "model.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("flag", ["--num_grounding", "--grounding_max_steps", "--attention_max_steps", "--max_steps"])
+@pytest.mark.parametrize(
+    "flag", ["--num_grounding", "--num_attention", "--grounding_max_steps", "--attention_max_steps", "--max_steps"]
+)
 def test_recipe_flags_below_one_are_named(flag, capsys):
     from launch.make_tiny_base import main
 
