@@ -66,7 +66,7 @@ class FixationDataset(torch.utils.data.Dataset):
                         f"image_id {r.key!r}: exported size {e.width}x{e.height} != fixation data size "
                         f"{r.width}x{r.height}"
                     )
-            over = [r.key for r in records if len(export[r.key].proposals) > max_proposals]
+            over = [r.key for r in records if use_proposals and len(export[r.key].proposals) > max_proposals]
             if over:
                 logger.warning(
                     "%d images have more than --max_proposals %d proposals (e.g. %r); the lowest-scored are not used",
@@ -102,7 +102,8 @@ class FixationDataset(torch.utils.data.Dataset):
                     f"--logit_lens {self.logit_lens}: image_id {r.key!r} has {found} in the export (export with "
                     f"launch/export.py --logit_lens_layers ... --logit_lens_features {self.logit_lens})"
                 )
-            first = first or lens
+            if first is None:
+                first = lens
             if lens.layers != first.layers:
                 raise ValueError(
                     f"--logit_lens: image_id {r.key!r} has features of layers {lens.layers}, image_id "
