@@ -2,14 +2,25 @@
 
     python -m data_tools.convert --source saliency_r1 --input data.jsonl --image_dir images/ \\
         --output_dir out/ --on_bad_row skip --report out/report.jsonl
+
+With ``--num_heldout N`` it also holds N rows out for evaluation (SPEC section 5: 100 rows, seed 42) and saves a
+``DatasetDict`` of ``train`` (the GRPO recipes' ``dataset_train_split``) and ``eval`` (``launch/eval.py``'s
+``dataset_split``), plus ``heldout.json`` naming the held-out rows:
+
+    python -m data_tools.convert --source saliency_r1 --input path/to/saliency-r1-8k --max_image_side 512 \\
+        --num_heldout 100 --heldout_seed 42 --output_dir data/saliency-r1-8k-heldout
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict
 
 from .loaders import SOURCES, MissingSplitError, load_source
 from .validation import BBOX_FORMATS, KINDS, ON_BAD_ROW, BadRowsError
@@ -66,13 +77,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="error: stop before writing and list every bad row; skip: drop bad rows and report them.",
     )
     parser.add_argument("--report", type=Path, default=None, help="Write every rejection and conversion note (JSONL).")
+    parser.add_argument(
+        "--num_heldout",
+        type=int,
+        default=0,
+        help="Hold this many of the kept rows out as an 'eval' split beside a 'train' split of the others (SPEC "
+        "section 5: 100); 0 = save one split.",
+    )
+    parser.add_argument(
+        "--heldout_seed",
+        type=int,
+        default=42,
+        help="Seed that draws the held-out rows (the rows datasets' train_test_split(test_size=N, seed=S) tests on).",
+    )
     return parser
+
+
+def hold_out(data: Dataset, num_heldout: int, seed: int) -> DatasetDict:
+    """``num_heldout`` rows of ``data`` drawn by ``seed`` as ``eval``, the others as ``train``, each in input order.
+
+    The held-out rows are those ``data.train_test_split(test_size=num_heldout, seed=seed)`` puts in its test split
+    (the first ``num_heldout`` of NumPy's ``default_rng(seed).permutation``), independent of the machine.
+    """
+    if not 0 < num_heldout < len(data):
+        raise ValueError(
+            f"--num_heldout {num_heldout}: choose between 1 and {len(data) - 1} for the {len(data)} kept rows (at "
+            "least one row must stay for training)"
+        )
+    drawn = np.random.default_rng(seed).permutation(len(data))[:num_heldout]
+    heldout = np.zeros(len(data), dtype=bool)
+    heldout[drawn] = True
+    return DatasetDict({"train": data.select(np.flatnonzero(~heldout)), "eval": data.select(np.flatnonzero(heldout))})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_image_side < 0:
-        build_parser().error("--max_image_side must be >= 0")
+    for name in ("max_image_side", "num_heldout", "heldout_seed"):
+        if getattr(args, name) < 0:
+            build_parser().error(f"--{name} must be >= 0, got {getattr(args, name)}")
     try:
         data, report = load_source(
             args.source,
@@ -101,8 +143,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    summary, record = report.summary(), None
+    if args.num_heldout:
+        try:
+            data = hold_out(data, args.num_heldout, args.heldout_seed)
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 2
+        summary += f"; {len(data['eval'])} held out (seed {args.heldout_seed}) as 'eval', {len(data['train'])} 'train'"
+        record = {
+            "input": args.input,
+            "split": args.split,
+            "num_heldout": args.num_heldout,
+            "heldout_seed": args.heldout_seed,
+            "eval_question_ids": list(data["eval"]["question_id"]),
+        }
     data.save_to_disk(str(args.output_dir))
-    print(f"{report.summary()}; saved to {args.output_dir}" + (f", report: {args.report}" if args.report else ""))
+    if record is not None:
+        (args.output_dir / "heldout.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{summary}; saved to {args.output_dir}" + (f", report: {args.report}" if args.report else ""))
     return 0
 
 
