@@ -46,7 +46,7 @@ def step_logs(args: argparse.Namespace, rewards: list[str], trace: bool, seed: i
             logging_steps=1,
             save_strategy="no",
             report_to="none",
-            use_cpu=True,
+            use_cpu=args.device == "cpu",
             bf16=False,
             seed=seed,
             log_saliency_metrics=trace,
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--num_generations", type=int, default=8, help="Group size.")
     parser.add_argument("--max_completion_length", type=int, default=48, help="Longest completion.")
     parser.add_argument("--pixels", type=int, default=168 * 168, help="Pixel budget of each image.")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="Where the trainer runs (float32).")
     parser.add_argument("--output", type=Path, default=Path("bench/grpo_overhead.json"), help="Raw results.")
     args = parser.parse_args()
 
