@@ -145,8 +145,8 @@ def test_grpo_step_with_lora_r16_on_q_and_v(synthetic_data_dir, tmp_path):
     # float32: this CPU has no bf16 instructions (no AVX512-BF16 / AMX), where bf16 matmuls are emulated and slow.
     model, processor = build_real_shape("qwen2_5_vl_3b", num_layers=1, vision_depth=2)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
-    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert lora and all("lora_" in n for n in lora)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in trained)
     args = SaliencyGRPOConfig(
         output_dir=str(tmp_path),
         max_steps=1,
@@ -170,6 +170,9 @@ def test_grpo_step_with_lora_r16_on_q_and_v(synthetic_data_dir, tmp_path):
         processing_class=processor,
     )
     trainer.train()
+    # Both completions are steered to the same text, so their advantages (and the step's gradient) are 0: the test
+    # checks that the step runs end to end at these widths, maps and rewards included, not that it learns.
+    assert trainer.state.global_step == 1
     logged = trainer.state.log_history[0]
-    assert all(torch.isfinite(torch.tensor(v)) for k, v in logged.items() if isinstance(v, float))
-    assert any(not torch.equal(p, lora[n]) for n, p in model.named_parameters() if n in lora)
+    assert any("saliency" in key for key in logged)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logged.values() if isinstance(v, float))
