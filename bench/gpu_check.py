@@ -1,7 +1,7 @@
 """One prepared GPU check (issue 20 item 5): on a CUDA machine, in about 10 minutes, one summary table of
 
 - the tracer's exactness tests on CUDA (tests/test_saliency_exactness.py, tests/test_saliency_attention_kernels.py,
-  run by pytest with this module as a plugin that makes CUDA torch's default device, see `pytest_configure`);
+  run by pytest with this module as a plugin that puts their tiny models and inputs on CUDA, see `pytest_configure`);
 - the quick start (launch/pipeline.py) with its cold start and GRPO on the GPU under SDPA, from GPU copies of the
   tiny SFT and GRPO recipes (the evaluation, export and predictor stages run where their launchers put them: the
   evaluation and export load the model on the CPU);
@@ -21,6 +21,7 @@ by its own time limit; a step the budget no longer covers is skipped and named i
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -33,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,14 +46,44 @@ TRACER_BENCH_CPU = ["--lengths", "512", "--repeats", "1", "--hidden_size", "64",
 TRACER_BENCH_CPU += ["--vocab_size", "1024"]
 
 
-def pytest_configure(config: object) -> None:
-    """pytest plugin hook (`-p gpu_check` with bench/ on PYTHONPATH): models and tensors the tests build land on
-    the device `$GPU_CHECK_DEVICE` names (torch's default device)."""
-    device = os.environ.get(DEVICE_ENV)
-    if device:
-        import torch
+REFERENCE_HELPERS = ("tiny_vlm", "vision_inputs", "prompt_batch", "text_inputs", "right_pad")
 
-        torch.set_default_device(device)
+
+def pytest_configure(config: object) -> None:
+    """pytest plugin hook (`-p gpu_check` with bench/ on PYTHONPATH). With `$GPU_CHECK_DEVICE` set, the tracer
+    tests' tiny models and inputs (the helpers `REFERENCE_HELPERS` of tests/saliency_reference.py) are moved to that
+    device, and the brute-force reference's scores (`saliency.reference.reference_scores`) come back to the CPU,
+    where the tracer returns its maps. The tests themselves run unchanged."""
+    device = os.environ.get(DEVICE_ENV)
+    if not device:
+        return
+    sys.path.insert(0, str(REPO / "tests"))
+    import saliency_reference
+
+    import saliency.reference
+
+    for name in REFERENCE_HELPERS:
+        setattr(saliency_reference, name, _moved(getattr(saliency_reference, name), device))
+    saliency.reference.reference_scores = _moved(saliency.reference.reference_scores, "cpu")
+
+
+def _moved(function: Callable, device: str) -> Callable:
+    """`function` whose tensors and modules (also inside tuples, lists and dicts) are returned on `device`."""
+
+    def to(value: Any) -> Any:
+        if hasattr(value, "to") and callable(value.to) and not isinstance(value, type):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {key: to(item) for key, item in value.items()}
+        if isinstance(value, (tuple, list)):
+            return type(value)(to(item) for item in value)
+        return value
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return to(function(*args, **kwargs))
+
+    return wrapper
 
 
 @dataclass

@@ -72,14 +72,28 @@ def test_run_cpu_subset_needs_the_dry_run(capsys):
     assert "--run_cpu_subset goes with --dry_run" in capsys.readouterr().err
 
 
-def test_the_pytest_plugin_makes_the_named_device_the_default(monkeypatch):
+def test_the_pytest_plugin_puts_the_tracer_tests_models_and_inputs_on_the_named_device(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    import saliency_reference
+
+    import saliency.reference
+
+    for name in gpu_check.REFERENCE_HELPERS:  # restored after the test
+        monkeypatch.setattr(saliency_reference, name, getattr(saliency_reference, name))
+
+    class Scores:
+        def to(self, device: str) -> str:
+            return f"moved to {device}"
+
+    monkeypatch.setattr(saliency.reference, "reference_scores", lambda: [{"flow": Scores()}])
+    monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv(gpu_check.DEVICE_ENV, "meta")
-    try:
-        gpu_check.pytest_configure(None)
-        assert torch.empty(1).device.type == "meta"
-    finally:
-        torch.set_default_device(None)
-    assert torch.empty(1).device.type == "cpu"
+    gpu_check.pytest_configure(None)
+    ids, mask = saliency_reference.right_pad([[5, 6], [7]])
+    assert ids.device.type == mask.device.type == "meta" and ids.shape == (2, 2)
+    model = saliency_reference.tiny_vlm("qwen2_5_vl", torch.float32, hidden_size=16, num_layers=1)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert saliency.reference.reference_scores() == [{"flow": "moved to cpu"}]  # where the tracer's maps are
 
 
 def test_a_step_over_its_limit_is_killed_with_its_children(tmp_path):
