@@ -11,7 +11,8 @@
 - the tracer benchmark (bench/tracer_bench.py; it measures CPU time and memory, so it runs on the machine's CPU).
 
     python bench/gpu_check.py                                   # every step; exits 1 if one fails
-    python bench/gpu_check.py --dry_run                         # print the exact commands, run nothing
+    python bench/gpu_check.py --dry_run                         # print the exact commands (and write the recipe
+                                                                # copies they name), run nothing
     python bench/gpu_check.py --dry_run --run_cpu_subset        # ... and run a tiny subset of them on the CPU
 
 Without CUDA (and without --dry_run) it says so and exits 2. Each step gets what is left of `--budget_s`, capped
@@ -42,10 +43,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEVICE_ENV = "GPU_CHECK_DEVICE"
 EXACTNESS_TESTS = ["tests/test_saliency_exactness.py", "tests/test_saliency_attention_kernels.py"]
 TRACER_BENCH = ["--lengths", "512", "2048", "--repeats", "1", "--threads", "4"]
-TRACER_BENCH_CPU = ["--lengths", "512", "--repeats", "1", "--hidden_size", "64", "--num_layers", "1"]
-TRACER_BENCH_CPU += ["--vocab_size", "1024"]
-
-
+TRACER_BENCH_CPU = [
+    "--lengths",
+    "512",
+    "--repeats",
+    "1",
+    "--hidden_size",
+    "64",
+    "--num_layers",
+    "1",
+    "--vocab_size",
+    "1024",
+]
 REFERENCE_HELPERS = ("tiny_vlm", "vision_inputs", "prompt_batch", "text_inputs", "right_pad")
 
 
