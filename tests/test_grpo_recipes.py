@@ -26,6 +26,7 @@ TINY_BASE = REPO / "vlm" / "tiny_base"  # the shipped Qwen3-VL
 RECIPES = {
     "qwen2_5_vl_3b": ("qwen2_5_vl", None),
     "qwen2_5_vl_7b": ("qwen2_5_vl", "qwen2_5_vl_7b"),
+    "qwen2_5_vl_7b_vllm": ("qwen2_5_vl", None),  # run in tests/test_vllm_rollouts.py with a stand-in engine
     "qwen3_vl_8b": ("qwen3_vl", "qwen3_vl_8b"),
 }
 SPEC_GRPO = {  # SPEC section 5

@@ -23,6 +23,7 @@ such field), the same bias the HF-generate run gets through `generation_kwargs`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,12 +33,14 @@ import torch
 from datasets import Dataset
 from steering import steer_to
 from test_rl import REASONED, RecordInputs
-from trl import ModelConfig
+from trl import ModelConfig, TrlParser
 from trl.generation import vllm_generation
 
 from rewards import get_reward_funcs
-from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
+from rl import GRPOScriptArguments, SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset, run_grpo
 from vlm import load_model_and_processor, load_processor
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Non-square sizes (width, height) that the tiny processor (14-px patches, 2 x 2 merge, 3136..28224 pixels) resizes:
 # to multiples of 28, and the last two down to its pixel budget.
@@ -331,3 +334,26 @@ def test_vllm_rollouts_get_the_maps_of_the_same_completions_traced_in_generate(
             np.testing.assert_allclose(from_vllm, from_generate, rtol=1e-4, atol=1e-6 * from_generate.max())
     log = next(entry for entry in trainer.state.log_history if "reward" in entry)
     assert log["rewards/format_reward/mean"] == 1.0 and "saliency/energy_pg" in log
+
+
+def test_the_7b_vllm_recipe_runs_on_a_local_tiny_copy(engine, tiny_model_dir, synthetic_data_dir, tmp_path):
+    """The recipe through the real parsers and `run_grpo`, one LoRA step with the stand-in colocated engine; only
+    what this machine lacks is replaced (hub weights, flash-attention, bf16, ZeRO-3, as in test_grpo_recipes.py)."""
+    engine.steer = steer_to(engine.processor.tokenizer, REASONED)
+    argv = ["--config", str(REPO / "configs/grpo/qwen2_5_vl_7b_vllm.yaml"), "--model_name_or_path",
+            str(tiny_model_dir), "--dataset_name", str(synthetic_data_dir), "--dataset_train_split", "rl",
+            "--max_train_samples", "2", "--output_dir", str(tmp_path), "--attn_implementation", "sdpa",
+            "--dtype", "float32", "--bf16", "false", "--deepspeed", "", "--use_cpu", "true", "--report_to", "none",
+            "--max_steps", "1", "--per_device_train_batch_size", "2", "--num_generations", "2",
+            "--max_completion_length", "24"]  # fmt: skip
+    script_args, training_args, model_args = TrlParser(
+        (GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig)
+    ).parse_args_and_config(argv)
+    assert (training_args.use_vllm, training_args.vllm_mode, training_args.saliency_capture) == (
+        True,
+        "colocate",
+        "score",
+    )
+    run_grpo(script_args, training_args, model_args)
+    assert len(engine.requests) == 2 and any(name.endswith("q_proj.weight") for name in engine.loaded)
+    assert (tmp_path / "adapter_model.safetensors").is_file()
