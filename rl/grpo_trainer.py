@@ -14,11 +14,13 @@ from trl.data_utils import apply_chat_template
 from rewards import SaliencyReward, energy_pointing_game, pointing_game
 from saliency import SaliencyMapArguments, SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.capture import check_attention_implementation
-from vlm import ExactResumeMixin, model_input_size
+from vlm import ExactResumeMixin, load_processor, model_input_size
 
 from .grpo_config import SaliencyGRPOConfig
 
 MAP_COLUMNS = {"flow": "saliency_map", "direct": "saliency_map_direct"}
+# The image processor settings that decide how many image tokens an image becomes.
+IMAGE_TOKEN_SETTINGS = ("do_resize", "size", "crop_size", "patch_size", "merge_size", "temporal_patch_size")
 
 # The private methods of TRL's GRPOTrainer that SaliencyGRPOTrainer overrides, with the signatures the overrides are
 # written against (trl 1.16, pinned in pyproject.toml). tests/test_rl.py names any the installed TRL has changed.
@@ -26,6 +28,25 @@ TRL_PRIVATE_OVERRIDES = {
     "_generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
     "_calculate_rewards": "(self, inputs, prompts, completions, completion_ids_list)",
 }
+
+
+def check_engine_processor(trainer_processor: Any, engine_processor: Any, engine: str) -> None:
+    """Refuse a generation engine whose processor turns images into other image-token counts than the trainer's.
+
+    TRL hands vLLM prompt token ids whose image-token runs the trainer's processor sized, with the raw images, which
+    vLLM processes again with its own processor: any difference in resizing misaligns the two or fails.
+    """
+    settings = [
+        {k: v for k, v in p.image_processor.to_dict().items() if k in IMAGE_TOKEN_SETTINGS}
+        for p in (trainer_processor, engine_processor)
+    ]
+    if settings[0] != settings[1]:
+        raise ValueError(
+            f"{engine} processes images with {settings[1]}, the trainer with {settings[0]} (--min_pixels/--max_pixels "
+            "set the trainer's): the prompts' image tokens would not match the images vLLM embeds. Save the "
+            "processor with the trainer's settings in the model folder (colocate), or pass them to the server "
+            "(--mm-processor-kwargs)."
+        )
 
 
 def _row_images(example: dict) -> list[Any]:
@@ -63,6 +84,9 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
         self._capture = ("score" if self.use_vllm else "generate") if capture == "auto" else capture
         self._map_args = config if isinstance(config, SaliencyMapArguments) else SaliencyMapArguments()
         self._tracer: SaliencyTracer | None = None
+        if self.use_vllm and self.vllm_mode == "colocate":  # vLLM loads the processor of the model folder
+            path = self.accelerator.unwrap_model(self.model).name_or_path
+            check_engine_processor(self.processing_class, load_processor(path), f"vLLM (the processor in {path})")
         if self._trace:
             self.tracer  # noqa: B018 - built now, so that a bad --saliency_layers stops the run before training
         self._pending: list[SaliencyMaps] | None = None

@@ -345,7 +345,8 @@ def test_the_7b_vllm_recipe_runs_on_a_local_tiny_copy(engine, tiny_model_dir, sy
             "--max_train_samples", "2", "--output_dir", str(tmp_path), "--attn_implementation", "sdpa",
             "--dtype", "float32", "--bf16", "false", "--deepspeed", "", "--use_cpu", "true", "--report_to", "none",
             "--max_steps", "1", "--per_device_train_batch_size", "2", "--num_generations", "2",
-            "--max_completion_length", "24"]  # fmt: skip
+            "--max_completion_length", "24",
+            "--max_pixels", "28224"]  # fmt: skip  # the tiny folder's processor, which vLLM reads (the 7B's: 262144)
     script_args, training_args, model_args = TrlParser(
         (GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig)
     ).parse_args_and_config(argv)
@@ -357,3 +358,18 @@ def test_the_7b_vllm_recipe_runs_on_a_local_tiny_copy(engine, tiny_model_dir, sy
     run_grpo(script_args, training_args, model_args)
     assert len(engine.requests) == 2 and any(name.endswith("q_proj.weight") for name in engine.loaded)
     assert (tmp_path / "adapter_model.safetensors").is_file()
+
+
+def test_a_colocated_engine_that_would_resize_images_otherwise_is_refused(engine, tiny_model_dir, tmp_path):
+    """vLLM (colocate) processes images with the model folder's processor; a trainer resizing them otherwise is
+    refused by name before training instead of handing vLLM prompts whose image tokens do not match."""
+    model, processor = load_model_and_processor(
+        ModelConfig(model_name_or_path=str(tiny_model_dir), dtype="float32"), max_pixels=56 * 56 * 4
+    )
+    args = SaliencyGRPOConfig(
+        output_dir=str(tmp_path), use_vllm=True, report_to="none", use_cpu=True, bf16=False, num_generations=2
+    )
+    rows = Dataset.from_dict({"prompt": [[{"role": "user", "content": "?"}]]})
+    with pytest.raises(ValueError, match=r"vLLM \(the processor in .*longest_edge': 28224.*longest_edge': 12544"):
+        SaliencyGRPOTrainer(model=model, reward_funcs=[lambda **k: [0.0]], args=args, train_dataset=rows,
+                            processing_class=processor)  # fmt: skip
