@@ -22,6 +22,7 @@ such field), the same bias the HF-generate run gets through `generation_kwargs`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -236,6 +237,12 @@ class StandInClient:
 @pytest.fixture
 def engine(tiny_model_dir, monkeypatch) -> Engine:
     """The stand-in engine, installed where TRL looks for vLLM."""
+    # TRL's colocate mode writes the rendezvous variables vLLM reads into os.environ; keep them from leaking into later
+    # tests, whose launched subprocesses would otherwise take themselves for ranks of a distributed run.
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # recorded, so undone after the test
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
     engine = Engine(str(tiny_model_dir))
     monkeypatch.setattr(vllm_generation, "is_vllm_available", lambda *a, **k: True)
     monkeypatch.setattr(vllm_generation, "LLM", StandInLLM, raising=False)
