@@ -253,6 +253,17 @@ def main(argv: list[str] | None = None) -> None:
             out_dir,
         )
 
+    def generate(name: str, split: str, rows: int, folder: Path) -> None:
+        """One pre-training split of the data seed, alone in ``folder``."""
+        run(
+            f"generate the {name} data",
+            [python, "-m", "data_tools.synthetic", "--output_dir", str(folder), "--seed", str(args.data_seed)]
+            + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", f"--num_{split}", str(rows)],
+            folder / "dataset_dict.json",
+            args.force,
+            folder,
+        )
+
     if earlier is None:
         run(
             "build the initial model",
@@ -263,33 +274,11 @@ def main(argv: list[str] | None = None) -> None:
             args.force,
             init,
         )
-        run(
-            "generate the pre-training data",
-            [python, "-m", "data_tools.synthetic", "--output_dir", str(data), "--seed", str(args.data_seed)]
-            + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_perception", str(args.num_perception)],
-            data / "dataset_dict.json",
-            args.force,
-            data,
-        )
+        generate("pre-training", "perception", args.num_perception, data)
         pretrain("first", args.config, init, data, trained, args.max_steps)
-    run(
-        "generate the grounding data",
-        [python, "-m", "data_tools.synthetic", "--output_dir", str(grounding_data), "--seed", str(args.data_seed)]
-        + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_grounding", str(args.num_grounding)],
-        grounding_data / "dataset_dict.json",
-        args.force,
-        grounding_data,
-    )
-    if earlier is None:
+        generate("grounding", "grounding", args.num_grounding, grounding_data)
         pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)
-    run(
-        "generate the attention-grounding data",
-        [python, "-m", "data_tools.synthetic", "--output_dir", str(attention_data), "--seed", str(args.data_seed)]
-        + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", "--num_attention", str(args.num_attention)],
-        attention_data / "dataset_dict.json",
-        args.force,
-        attention_data,
-    )
+    generate("attention-grounding", "attention", args.num_attention, attention_data)
     second_model = args.second_stage_model or grounded
     pretrain("third", args.attention_config, second_model, attention_data, attention, args.attention_max_steps)
     import yaml

@@ -108,6 +108,7 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
     two_stage_sha = hashlib.sha256((two_stage / "model.safetensors").read_bytes()).hexdigest()
     assert f"first two stages as `{two_stage}` (sha256 `{two_stage_sha}`)" in card
     assert not (tmp_path / "w3" / "trained").exists()  # the first two stages did not run again
+    assert not (tmp_path / "w3" / "grounding-data").exists()
     assert (third / "model.safetensors").read_bytes() != (two_stage / "model.safetensors").read_bytes()
 
 

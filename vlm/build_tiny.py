@@ -76,6 +76,28 @@ _LLAVA_VOCABULARY = _Vocabulary(
 )
 
 
+def family_tokenizer(
+    family: str, texts: Iterable[str], vocab_size: int
+) -> tuple[PreTrainedTokenizerFast, TinyTokenIds, list[int]]:
+    """A BPE tokenizer trained on ``texts`` with ``family``'s special tokens and chat template (its
+    ``chat_template``), the ids a config takes from it and the ids that stop generation."""
+    vocabulary = _LLAVA_VOCABULARY if family == "llava" else _QWEN_VOCABULARY
+    chat_template = LLAVA_CHAT_TEMPLATE if family == "llava" else QWEN_CHAT_TEMPLATE
+    tokenizer = train_tokenizer(texts, vocabulary, vocab_size=vocab_size, chat_template=chat_template)
+    token_id = tokenizer.convert_tokens_to_ids
+    ids = TinyTokenIds(
+        vocab_size=len(tokenizer),
+        pad=token_id(vocabulary.pad),
+        bos=token_id(vocabulary.bos),
+        eos=token_id(vocabulary.eos),
+        image=token_id(vocabulary.image),
+        video=token_id(vocabulary.video) if vocabulary.video else None,
+        vision_start=token_id(vocabulary.vision_start) if vocabulary.vision_start else None,
+        vision_end=token_id(vocabulary.vision_end) if vocabulary.vision_end else None,
+    )
+    return tokenizer, ids, [token_id(t) for t in vocabulary.stop]
+
+
 def build_tiny_vlm(
     out_dir: str | Path,
     family: str = "qwen2_5_vl",
@@ -105,32 +127,16 @@ def build_tiny_vlm(
         from data_tools import corpus_texts
 
         texts = corpus_texts()
-    vocabulary = _LLAVA_VOCABULARY if family == "llava" else _QWEN_VOCABULARY
-    chat_template = LLAVA_CHAT_TEMPLATE if family == "llava" else QWEN_CHAT_TEMPLATE
-    tokenizer = train_tokenizer(texts, vocabulary, vocab_size=vocab_size, chat_template=chat_template)
-
-    token_id = tokenizer.convert_tokens_to_ids
-    ids = TinyTokenIds(
-        vocab_size=len(tokenizer),
-        pad=token_id(vocabulary.pad),
-        bos=token_id(vocabulary.bos),
-        eos=token_id(vocabulary.eos),
-        image=token_id(vocabulary.image),
-        video=token_id(vocabulary.video) if vocabulary.video else None,
-        vision_start=token_id(vocabulary.vision_start) if vocabulary.vision_start else None,
-        vision_end=token_id(vocabulary.vision_end) if vocabulary.vision_end else None,
-    )
+    tokenizer, ids, stop_ids = family_tokenizer(family, texts, vocab_size)
     config = tiny_model_config(family, ids, **size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids.bos, eos_token_id=[token_id(t) for t in vocabulary.stop], pad_token_id=ids.pad
-    )
+    model.generation_config = GenerationConfig(bos_token_id=ids.bos, eos_token_id=stop_ids, pad_token_id=ids.pad)
 
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
-    _processor(config, tokenizer, chat_template).save_pretrained(out_dir)
+    _processor(config, tokenizer, tokenizer.chat_template).save_pretrained(out_dir)
     return out_dir
 
 

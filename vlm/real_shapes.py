@@ -29,8 +29,7 @@ from transformers import (
 from transformers.initialization import no_init_weights
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-from .build_tiny import _LLAVA_VOCABULARY, _QWEN_VOCABULARY, train_tokenizer
-from .chat_templates import LLAVA_CHAT_TEMPLATE, QWEN_CHAT_TEMPLATE
+from .build_tiny import family_tokenizer
 from .loading import image_only_processor_class
 from .tiny_configs import CONFIG_CLASSES, TinyTokenIds
 
@@ -382,26 +381,13 @@ def build_real_shape(
     are drawn by ``initialise_fast`` (a 7B-wide embedding drawn by ``normal_`` alone takes minutes on a busy CPU).
     """
     family = REAL_SHAPES[name].family
-    vocabulary = _LLAVA_VOCABULARY if family == "llava" else _QWEN_VOCABULARY
-    template = LLAVA_CHAT_TEMPLATE if family == "llava" else QWEN_CHAT_TEMPLATE
-    tokenizer = train_tokenizer(texts, vocabulary, vocab_size=1024, chat_template=template)
-    token_id = tokenizer.convert_tokens_to_ids
-    ids = TinyTokenIds(
-        vocab_size=len(tokenizer),
-        pad=token_id(vocabulary.pad),
-        bos=token_id(vocabulary.bos),
-        eos=token_id(vocabulary.eos),
-        image=token_id(vocabulary.image),
-        video=token_id(vocabulary.video) if vocabulary.video else None,
-        vision_start=token_id(vocabulary.vision_start) if vocabulary.vision_start else None,
-        vision_end=token_id(vocabulary.vision_end) if vocabulary.vision_end else None,
-    )
+    tokenizer, ids, stop_ids = family_tokenizer(family, texts, vocab_size=1024)
     config = real_shape_config(name, num_layers, vision_depth, ids)
     with no_init_weights():
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype).eval()
     initialise_fast(model, seed)
     model.generation_config.pad_token_id = ids.pad
-    model.generation_config.eos_token_id = [token_id(t) for t in vocabulary.stop]
+    model.generation_config.eos_token_id = stop_ids
     image_processor = real_shape_image_processor(name, max_pixels)
     if family == "llava":
         vision = config.vision_config
@@ -411,11 +397,13 @@ def build_real_shape(
             patch_size=vision.patch_size,
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             num_additional_image_tokens=1,  # CLIP's CLS token
-            chat_template=template,
+            chat_template=tokenizer.chat_template,
         )
     else:
         processor_class = image_only_processor_class(PROCESSOR_MAPPING[type(config)])
-        processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+        processor = processor_class(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
+        )
     return model, processor
 
 
