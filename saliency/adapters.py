@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,12 +70,20 @@ def whole_parameters(modules: list[nn.Module]) -> Iterator[None]:
 
 @dataclass
 class ImageGrid:
-    """One image's run of image tokens in the sequence: how many there are and the grid they tile."""
+    """One image's run of image tokens in the sequence (or one temporal step of a video's): the grid they tile.
+
+    ``source`` is ``"image"`` or ``"video"``; ``index`` counts the sample's images (or its videos) from 0;
+    ``frames`` is the half-open range of the video's frames the step covers (the processor merges
+    ``temporal_patch_size`` consecutive frames into one step), None for an image.
+    """
 
     num_tokens: int
     grid: tuple[int, int]
     pixels: tuple[int, int]  # (height, width) of the image as the vision tower saw it
     skip_leading: int = 0  # tokens at the start of the run that are not on the grid (a CLS feature)
+    source: str = "image"
+    index: int = 0
+    frames: tuple[int, int] | None = None
 
 
 class ModelAdapter:
@@ -121,6 +130,12 @@ class ModelAdapter:
         self.text_model: nn.Module = self.model.model.language_model
         self.text_config = self.text_model.config
         self.image_token_id: int = config.image_token_id
+        self.video_token_id: int | None = getattr(config, "video_token_id", None)
+
+    def visual_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """True at the image tokens and (for families that take video) the video tokens of ``input_ids``."""
+        mask = input_ids == self.image_token_id
+        return mask if self.video_token_id is None else mask | (input_ids == self.video_token_id)
 
     @property
     def attentions(self) -> list[nn.Module]:
@@ -162,35 +177,77 @@ class ModelAdapter:
         """Per sample, the grid of each of its images in order, given how many image tokens each sample holds."""
         raise NotImplementedError
 
+    def visual_grids(self, vision_inputs: dict, visual_ids: list[torch.Tensor]) -> list[list[ImageGrid]]:
+        """Per sample, the grids of its images and video steps in sequence order.
+
+        ``visual_ids[b]`` are the token ids at sample b's visual positions (:meth:`visual_mask`), in order. Families
+        without video read images only (:meth:`image_grids`).
+        """
+        if any((ids != self.image_token_id).any() for ids in visual_ids):
+            raise ValueError(f"{type(self.model).__name__} takes no video input")
+        return self.image_grids(vision_inputs, [len(ids) for ids in visual_ids])
+
 
 class QwenVLAdapter(ModelAdapter):
-    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL: image tokens tile ``image_grid_thw`` after the spatial merge, row-major."""
+    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL: image tokens tile ``image_grid_thw`` after the spatial merge, row-major.
+
+    A video of ``video_grid_thw`` (t, h, w) is t temporal steps (each ``temporal_patch_size`` frames merged by the
+    processor) of ``h * w / merge**2`` tokens each, step-major (Qwen3-VL puts a timestamp between steps).
+    """
 
     model_types = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
-    def image_grids(self, vision_inputs: dict, token_counts: list[int]) -> list[list[ImageGrid]]:
-        grid_thw = vision_inputs.get("image_grid_thw")
-        grid_thw = [] if grid_thw is None else torch.as_tensor(grid_thw).tolist()
+    def _grids(self, thw: Any, source: str) -> list[list[ImageGrid]]:
+        """Per image (or video) of ``thw``, its grids: one for an image, one per temporal step for a video."""
+        thw = [] if thw is None else torch.as_tensor(thw).tolist()
         vision = self.model.config.vision_config
-        merge = vision.spatial_merge_size
-        grids = []
-        for t, h, w in grid_thw:
-            if t != 1:
-                raise ValueError(f"image_grid_thw has temporal size {t}; only still images (t=1) are supported")
+        merge, frames_per_step = vision.spatial_merge_size, vision.temporal_patch_size
+        out = []
+        for index, (t, h, w) in enumerate(thw):
+            if source == "image" and t != 1:
+                raise ValueError(f"image_grid_thw has temporal size {t}; pass videos as video_grid_thw")
             pixels = (h * vision.patch_size, w * vision.patch_size)
-            grids.append(ImageGrid(num_tokens=h * w // merge**2, grid=(h // merge, w // merge), pixels=pixels))
-        out, queue = [], iter(grids)
-        for sample, count in enumerate(token_counts):
-            mine = []
-            while count > 0:
-                grid = next(queue, None)
-                if grid is None or grid.num_tokens > count:
-                    raise ValueError(f"sample {sample}: its image tokens do not match image_grid_thw")
-                mine.append(grid)
-                count -= grid.num_tokens
+            out.append(
+                [
+                    ImageGrid(
+                        num_tokens=h * w // merge**2,
+                        grid=(h // merge, w // merge),
+                        pixels=pixels,
+                        source=source,
+                        index=index,
+                        frames=None if source == "image" else (step * frames_per_step, (step + 1) * frames_per_step),
+                    )
+                    for step in range(t)
+                ]
+            )
+        return out
+
+    def image_grids(self, vision_inputs: dict, token_counts: list[int]) -> list[list[ImageGrid]]:
+        ids = [torch.full((count,), self.image_token_id) for count in token_counts]
+        return self.visual_grids({k: v for k, v in vision_inputs.items() if k != "video_grid_thw"}, ids)
+
+    def visual_grids(self, vision_inputs: dict, visual_ids: list[torch.Tensor]) -> list[list[ImageGrid]]:
+        queues = {
+            self.image_token_id: iter(self._grids(vision_inputs.get("image_grid_thw"), "image")),
+            self.video_token_id: iter(self._grids(vision_inputs.get("video_grid_thw"), "video")),
+        }
+        out = []
+        for sample, ids in enumerate(visual_ids):
+            ids, mine, offset, counts = ids.tolist(), [], 0, {"image": 0, "video": 0}
+            while offset < len(ids):
+                grids = next(queues[ids[offset]], None)
+                size = 0 if grids is None else sum(g.num_tokens for g in grids)
+                if grids is None or ids[offset : offset + size] != [ids[offset]] * size:
+                    kind = "image" if ids[offset] == self.image_token_id else "video"
+                    raise ValueError(f"sample {sample}: its {kind} tokens do not match {kind}_grid_thw")
+                source = grids[0].source
+                mine += [replace(g, index=counts[source]) for g in grids]  # counted per sample
+                counts[source] += 1
+                offset += size
             out.append(mine)
-        if next(queue, None) is not None:
-            raise ValueError(f"image_grid_thw lists more images than the input_ids hold ({len(grids)})")
+        for source, queue in zip(("image", "video"), queues.values()):
+            if next(queue, None) is not None:
+                raise ValueError(f"{source}_grid_thw lists more {source}s than the input_ids hold")
         return out
 
 

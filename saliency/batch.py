@@ -31,14 +31,20 @@ def padded_positions(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
 
 
 def image_layouts(grids: list[ImageGrid], sizes: Sequence[tuple[int, int]] | None, sample: int) -> list[ImageLayout]:
-    """Where each image of sample ``sample`` lies among its image positions, upsampled to ``sizes`` if given."""
-    if sizes is not None and len(sizes) != len(grids):
-        raise ValueError(f"image_sizes[{sample}] lists {len(sizes)} sizes but the sample holds {len(grids)} images")
+    """Where each image (or video step) of sample ``sample`` lies among its visual positions.
+
+    ``sizes`` (upsampling sizes) has one entry per image and per video, in prompt order; a video's steps share its.
+    """
+    items = list(dict.fromkeys((grid.source, grid.index) for grid in grids))
+    if sizes is not None and len(sizes) != len(items):
+        raise ValueError(
+            f"image_sizes[{sample}] lists {len(sizes)} sizes but the sample holds {len(items)} images and videos"
+        )
     layouts, start = [], 0
-    for i, grid in enumerate(grids):
+    for grid in grids:
         positions = torch.arange(start + grid.skip_leading, start + grid.num_tokens)
-        size = grid.pixels if sizes is None else tuple(int(x) for x in sizes[i])
-        layouts.append(ImageLayout(positions=positions, grid=grid.grid, size=size))
+        size = grid.pixels if sizes is None else tuple(int(x) for x in sizes[items.index((grid.source, grid.index))])
+        layouts.append(ImageLayout(positions, grid.grid, size, grid.source, grid.index, grid.frames))
         start += grid.num_tokens
     return layouts
 
@@ -135,7 +141,7 @@ def teacher_forced_batch(
     """Lay out (left-padded) prompts and (right-padded) completions for one forward; masks default to all ones.
 
     ``vision_inputs`` are the processor's (``pixel_values``, ``image_grid_thw``, ...); ``image_sizes[b]`` the
-    (height, width) of sample b's images that maps are upsampled to (default: the size the vision tower saw).
+    (height, width) of sample b's images and videos (one per video) that maps are upsampled to (default: the size the vision tower saw).
     """
     if prompt_ids.shape[0] != completion_ids.shape[0]:
         raise ValueError(f"prompt_ids holds {prompt_ids.shape[0]} samples but completion_ids {completion_ids.shape[0]}")
@@ -144,8 +150,9 @@ def teacher_forced_batch(
     if completion_mask is None:
         completion_mask = torch.ones_like(completion_ids)
     completions = [ids[:n] for ids, n in zip(completion_ids.cpu(), completion_mask.sum(-1).tolist())]
-    image_index, image_counts = padded_positions(prompt_ids == method.adapter.image_token_id)
-    grids = method.adapter.image_grids(vision_inputs, image_counts)
+    visual = method.adapter.visual_mask(prompt_ids)
+    image_index, image_counts = padded_positions(visual)
+    grids = method.adapter.visual_grids(vision_inputs, [ids[row] for ids, row in zip(prompt_ids.cpu(), visual.cpu())])
     samples = CompletionBatch.build(method.tokens, prompt_ids.cpu(), completions, image_counts, grids, image_sizes)
 
     if "mm_token_type_ids" in vision_inputs:  # the completion holds text tokens only (type 0)
@@ -174,9 +181,7 @@ def teacher_forced_batch(
             **vision_inputs,
         },
         prompt_length=prompt_length,
-        image_mask=torch.cat(
-            [prompt_ids == method.adapter.image_token_id, torch.zeros_like(completion_ids, dtype=torch.bool)], 1
-        ),
+        image_mask=torch.cat([visual, torch.zeros_like(completion_ids, dtype=torch.bool)], 1),
         image_index=image_index,
         answer_rows=answer_rows,
         answer_ids=answer_ids,

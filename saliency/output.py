@@ -18,25 +18,43 @@ class ImageLayout:
 
     ``positions`` indexes the sample's image positions (the columns of the score matrices); they fill the
     ``grid`` (rows, cols) row-major. ``size`` is the image's (height, width) in pixels, the size maps are
-    upsampled to.
+    upsampled to. ``source`` says what the positions belong to: ``"image"`` number ``index`` of the sample (from
+    0, in prompt order), or one temporal step of ``"video"`` number ``index``, which covers the video's frames
+    ``frames`` (half-open; the processor merges ``temporal_patch_size`` consecutive frames into one step, and pads
+    a clip with an odd frame count by repeating its last frame, so the last step's range may pass the clip's end).
     """
 
     positions: torch.Tensor
     grid: tuple[int, int]
     size: tuple[int, int]
+    source: str = "image"
+    index: int = 0
+    frames: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class ImageMap:
-    """A saliency map of one image on its patch grid; :meth:`upsampled` gives it at the image's pixel size."""
+    """A saliency map of one image (or video step) on its patch grid; :meth:`upsampled` gives it at pixel size.
+
+    ``source``, ``index`` and ``frames`` say which image or video frames it belongs to, as in :class:`ImageLayout`.
+    """
 
     grid: torch.Tensor
     size: tuple[int, int]
+    source: str = "image"
+    index: int = 0
+    frames: tuple[int, int] | None = None
 
     def upsampled(self) -> np.ndarray:
         """The map resized bilinearly to the image's (height, width), as float32 numpy."""
         resized = F.interpolate(self.grid[None, None].float(), size=self.size, mode="bilinear", align_corners=False)
         return resized[0, 0].numpy()
+
+    def upsampled_mass(self) -> np.ndarray:
+        """:meth:`upsampled` scaled by grid cells / pixels: its pixel mean times the pixel count equals the grid's mean
+        times the cell count, so maps of images of different sizes compare as saliency per vision token."""
+        cells, pixels = self.grid.numel(), self.size[0] * self.size[1]
+        return self.upsampled() * np.float32(cells / pixels)
 
 
 @dataclass
@@ -80,7 +98,10 @@ class SaliencyMaps:
         if missing.numel():
             raise ValueError(f"completion tokens {missing.tolist()} have no {kind!r} map")
         total = self.scores[kind][index].sum(0).clamp_min(0)
-        return [ImageMap(total[image.positions].reshape(image.grid), image.size) for image in self.images]
+        return [
+            ImageMap(total[image.positions].reshape(image.grid), image.size, image.source, image.index, image.frames)
+            for image in self.images
+        ]
 
     def answer_map(self, kind: str = "flow") -> list[ImageMap] | None:
         """The aggregate map ``M = relu(sum over answer tokens)`` per image, or None without a valid map."""

@@ -34,7 +34,7 @@ def reference_scores(
 
     ``input_ids`` (B, L) hold the left-padded prompts of length ``prompt_length`` followed by the completions;
     ``vision`` the model's other inputs for that sequence. Row k is completion token k, for k below the end of the
-    answer; flow rows outside the answer are 0. Columns are the sample's image positions in order.
+    answer; flow rows outside the answer are 0. Columns are the sample's image and video positions in order.
     """
     text = model.model.language_model
     captured = {}
@@ -56,7 +56,10 @@ def reference_scores(
         if span is None:
             results.append(None)
             continue
-        images = (input_ids[b] == model.config.image_token_id).nonzero().squeeze(-1)
+        visual = input_ids[b] == model.config.image_token_id
+        if getattr(model.config, "video_token_id", None) is not None:
+            visual |= input_ids[b] == model.config.video_token_id
+        images = visual.nonzero().squeeze(-1)
         residual = captured["residual"][b]
         device = residual.device
         inv_rms = torch.rsqrt(residual.pow(2).mean(-1) + text.norm.variance_epsilon)

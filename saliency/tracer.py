@@ -129,7 +129,7 @@ class _GenerationRecorder(Recorder):
 
     def _start(self, input_ids: torch.Tensor, kwargs: dict) -> None:
         self.prompt_ids = input_ids
-        self.image_index, self.image_counts = padded_positions(input_ids == self.adapter.image_token_id)
+        self.image_index, self.image_counts = padded_positions(self.adapter.visual_mask(input_ids))
         prompt_length = input_ids.shape[1]
         self.think_open = [prompt_opens_thinking(ids, self.tokens) for ids in input_ids.tolist()]
         self.think_columns: list[tuple[int, int] | None] = [None] * len(self.think_open)
@@ -272,8 +272,9 @@ class GenerationRecording:
         if len(completions) != len(recorder.prompt_ids):
             raise ValueError(f"{len(completions)} completions for {len(recorder.prompt_ids)} generated sequences")
         copies = num_return_sequences
-        counts = recorder.image_counts[::copies]
-        grids = [g for g in self._tracer.adapter.image_grids(vision_inputs, counts) for _ in range(copies)]
+        prompts = recorder.prompt_ids[::copies].cpu()
+        visual = [ids[self._tracer.adapter.visual_mask(ids)] for ids in prompts]
+        grids = [g for g in self._tracer.adapter.visual_grids(vision_inputs, visual) for _ in range(copies)]
         sizes = None if image_sizes is None else [s for s in image_sizes for _ in range(copies)]
         start = time.perf_counter()
         samples = CompletionBatch.build(
@@ -328,7 +329,8 @@ class SaliencyTracer:
     ) -> TracedGeneration:
         """Run ``model.generate`` and capture the maps of every returned sequence on the way (no extra forward).
 
-        ``image_sizes[b]`` lists the (height, width) of sample b's images, the size maps are upsampled to
+        ``image_sizes[b]`` lists the (height, width) of sample b's images and videos in prompt order (one entry per
+        video, shared by its frames), the size maps are upsampled to
         (default: the size the vision tower saw). Greedy or sampled decoding with the KV cache; no beam search.
         """
         if generate_kwargs.get("num_beams", 1) != 1:
