@@ -7,11 +7,13 @@ from typing import Any
 
 from .accuracy import answer_matches
 from .boxes import as_boxes
-from .pointing import as_saliency_map, energy_pointing_game, pointing_game
+from .pointing import as_saliency_maps, boxes_per_map, multi_energy_pointing_game, multi_pointing_game
 from .text import answer_text, completion_text, parse_reasoning
 
 SALIENCY_METRICS = ("energy_pg", "pg")
 OUTCOMES = ("scored", "bad_format", "no_map", "empty_map")
+PLACEMENT_COLUMNS = ("bbox_image", "bbox_frame", "saliency_frames")
+"""Optional columns placing a row's boxes on its images or video frames, and each map's frames (see SaliencyReward)."""
 
 
 class SaliencyReward:
@@ -21,6 +23,14 @@ class SaliencyReward:
     image's pixel size, or None when the completion has no map) and `box_key` (default `bbox`; the row's
     normalised xyxy boxes, in any form `boxes.as_boxes` accepts). The tracer decides which map fills a column
     (flow or direct); point `map_key` at another column, e.g. `saliency_map_direct`, to reward that one.
+
+    Several images or a video: the map entry is then a list of 2-D arrays, one per image or video step, in
+    comparable units (`saliency.ImageMap.upsampled_mass`), and the row says where each box lies: `bbox_image`
+    (per box, the index of its image) or `bbox_frame` (per box, its video frame) with `saliency_frames` (per map,
+    the half-open frame range of its step; the trainer writes it). The score is then `multi_energy_pointing_game`
+    / `multi_pointing_game`: mass (or the peak) on an image or step without evidence counts as outside the boxes,
+    so a map on the wrong image scores low; for a video it is the score over the clip, each step against the boxes
+    of the frames merged into it. These columns may be absent or None on single-image rows.
 
     Every completion ends in one outcome, counted in `counts` (cumulative, per process, cleared by
     `reset_counts`): `scored`; `bad_format` (no valid `<think>...</think>answer`, reward 0); `no_map` (the map is
@@ -73,10 +83,10 @@ class SaliencyReward:
         counts, self.counts = self.counts, dict.fromkeys(self.outcomes, 0)
         return counts
 
-    def _score(self, saliency_map: Any, boxes: Any) -> float | None:
+    def _score(self, maps: list[Any], boxes: list[list[Any]]) -> float | None:
         if self.metric == "pg":
-            return pointing_game(saliency_map, boxes, self.tolerance_px)
-        return energy_pointing_game(saliency_map, boxes)
+            return multi_pointing_game(maps, boxes, self.tolerance_px)
+        return multi_energy_pointing_game(maps, boxes)
 
     def __call__(
         self, prompts: list[Any], completions: list[Any], completion_ids: Any = None, **kwargs: Any
@@ -93,8 +103,12 @@ class SaliencyReward:
         batch = dict.fromkeys(self.outcomes, 0)
         rewards = []
         solutions = kwargs["solution"] if self.when_correct else [None] * len(completions)
-        for row, (completion, saliency_map, boxes, solution) in enumerate(
-            zip(completions, kwargs[self.map_key], kwargs[self.box_key], solutions)
+        for key in PLACEMENT_COLUMNS:
+            if kwargs.get(key) is not None and len(kwargs[key]) != len(completions):
+                raise ValueError(f"column {key!r} has {len(kwargs[key])} entries for {len(completions)} completions")
+        placement = [kwargs.get(key) or [None] * len(completions) for key in PLACEMENT_COLUMNS]
+        for row, (completion, saliency_map, boxes, solution, box_image, box_frame, map_frames) in enumerate(
+            zip(completions, kwargs[self.map_key], kwargs[self.box_key], solutions, *placement)
         ):
             boxes = as_boxes(boxes, row=row, field=self.box_key)
             score = None
@@ -107,10 +121,14 @@ class SaliencyReward:
                 outcome = "no_map"
             else:
                 try:
-                    saliency_map = as_saliency_map(saliency_map)
+                    maps = as_saliency_maps(saliency_map)
                 except ValueError as error:
                     raise ValueError(f"row {row}, column {self.map_key!r}: {error}") from None
-                score = self._score(saliency_map, boxes)
+                try:
+                    placed = boxes_per_map(len(maps), boxes, box_image, box_frame, map_frames)
+                except ValueError as error:
+                    raise ValueError(f"row {row}, column {self.box_key!r}: {error}") from None
+                score = self._score(maps, placed)
                 outcome = "empty_map" if score is None else "scored"
             batch[outcome] += 1
             rewards.append(0.0 if score is None else score)
