@@ -28,10 +28,7 @@ from pathlib import Path
 import datasets
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.grpo_proof import spread
+from evaluation import spread
 from launch.pipeline import run
 from saliency.heatmap import side_by_side
 
@@ -186,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             run(
                 f"evaluate {name} on {split}",
                 [python, "launch/eval.py", "--config", str(args.eval_config), "--model_name_or_path", str(model),
-                 "--dataset_name", str(data), "--dataset_split", split, "--max_samples", str(args.num_eval),
+                 "--dataset_name", str(data), "--dataset_test_split", split, "--max_eval_samples", str(args.num_eval),
                  "--faithfulness_samples", "0", "--sanity_samples", "0", "--report_samples", str(args.report_rows),
                  "--output_dir", str(out)],
                 out / "metrics.json",

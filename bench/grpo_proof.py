@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+from evaluation import spread
 from launch.pipeline import run
 
 ARMS = {
@@ -53,14 +50,6 @@ def summary_numbers(metrics_file: Path) -> dict[str, float | None]:
     counts = summary.get("flow/counts", {})
     numbers["flow empty maps"] = (counts.get("empty_map", 0) + counts.get("no_map", 0)) / max(summary["n"], 1)
     return numbers
-
-
-def spread(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation of the values that exist (None where there are none)."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None, None
-    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
 
 
 def _cell(mean: float | None, std: float | None) -> str:
@@ -100,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         "--saliency_layers", type=int, nargs="+", default=None,
         help="Decoder layers of the maps, for the reward of both arms and for every evaluation (all when unset).",
     )  # fmt: skip
-    parser.add_argument("--max_samples", type=int, default=200, help="Held-out rows evaluated.")
+    parser.add_argument("--max_eval_samples", type=int, default=200, help="Held-out rows evaluated.")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/grpo-proof"), help="Where runs go.")
     args = parser.parse_args(argv)
 
@@ -120,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
             str(args.dataset_name),
             "--output_dir",
             str(out),
-            "--max_samples",
-            str(args.max_samples),
+            "--max_eval_samples",
+            str(args.max_eval_samples),
             "--faithfulness_samples",
             "0",
             *layers,

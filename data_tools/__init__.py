@@ -3,7 +3,7 @@
 from .loaders import SOURCES, MissingSplitError, load_source, read_jsonl, read_records
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, prompt_messages, sft_messages
 from .schema import EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
-from .training_arguments import TrainingDataArguments
+from .training_arguments import PromptArguments, TrainingDataArguments, check_choices
 from .validation import (
     BBOX_FORMATS,
     BadRowsError,
@@ -47,12 +47,14 @@ __all__ = [
     "SYSTEM_PROMPT",
     "BadRowsError",
     "MissingSplitError",
+    "PromptArguments",
     "RowIssue",
     "SyntheticConfig",
     "TrainingDataArguments",
     "ValidationReport",
     "caption_messages",
     "caption_text",
+    "check_choices",
     "corpus_texts",
     "format_assistant",
     "generate_split",

@@ -5,7 +5,7 @@
 
 With ``--num_heldout N`` it also holds N rows out for evaluation (SPEC section 5: 100 rows, seed 42) and saves a
 ``DatasetDict`` of ``train`` (the GRPO recipes' ``dataset_train_split``) and ``eval`` (``launch/eval.py``'s
-``dataset_split``), plus ``heldout.json`` naming the held-out rows:
+``dataset_test_split``), plus ``heldout.json`` naming the held-out rows:
 
     python -m data_tools.convert --source saliency_r1 --input path/to/saliency-r1-8k --max_image_side 512 \\
         --num_heldout 100 --heldout_seed 42 --output_dir data/saliency-r1-8k-heldout

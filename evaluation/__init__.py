@@ -23,7 +23,7 @@ from .generation import (
     prompt_inputs,
     trace_completions,
 )
-from .metrics import answer_metrics, answer_scores, mean_interval, pointing_scores, summarise
+from .metrics import answer_metrics, answer_scores, mean_interval, pointing_scores, spread, summarise
 from .phrases import Phrase, noun_phrases
 from .report import line_plot, render_report, sample_overlay
 from .sanity import SanityResult, cascading_randomisation, randomisation_steps, spearman
@@ -60,6 +60,7 @@ __all__ = [
     "run_export",
     "sample_overlay",
     "spearman",
+    "spread",
     "summarise",
     "trace_completions",
     "write_outputs",

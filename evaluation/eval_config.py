@@ -1,18 +1,28 @@
-"""Arguments of the evaluation and export launchers, parsed by `trl.TrlParser` together with `trl.ModelConfig`."""
+"""Arguments of the evaluation and export launchers, parsed by `launch.parser.Parser` with `trl.ModelConfig`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal, get_args
 
-from data_tools import SYSTEM_PROMPT
+from data_tools import PromptArguments, check_choices
 from predictor.proposals import LENS_FEATURES
 from saliency import SaliencyMapArguments
 from saliency.baselines import BASELINES
 
+MapKind = Literal["flow", "direct"]
+MAP_KINDS: tuple[str, ...] = get_args(MapKind)
+
 
 @dataclass
-class InferenceArguments(SaliencyMapArguments):
-    """What both launchers share: the rows to run on, how completions are produced and how maps are traced."""
+class InferenceArguments(SaliencyMapArguments, PromptArguments):
+    """What both launchers share: the rows to run on, how completions are produced and how maps are traced.
+
+    The data fields are named as in TRL's and the HF example scripts' arguments (`dataset_test_split`,
+    `max_eval_samples`), as `TrainingDataArguments` names the training side's.
+    """
+
+    renamed_flags: ClassVar[dict[str, str]] = {"dataset_split": "dataset_test_split", "max_samples": "max_eval_samples"}
 
     dataset_name: str | None = field(
         default="outputs/data",
@@ -21,27 +31,25 @@ class InferenceArguments(SaliencyMapArguments):
             ".json/.jsonl/.parquet file or a hub data set, in the `dataset_source` layout."
         },
     )
-    dataset_source: str = field(
+    dataset_source: Literal["saliency_r1", "visual_cot"] = field(
         default="saliency_r1",
         metadata={
             "help": "Layout of `dataset_name` (see `data_tools.SOURCES`): 'saliency_r1' (image, problem, solution, "
-            "bbox; also our synthetic splits) or 'visual_cot'.",
-            "choices": ["saliency_r1", "visual_cot"],
+            "bbox; also our synthetic splits) or 'visual_cot'."
         },
     )
-    dataset_split: str = field(default="eval", metadata={"help": "Split of `dataset_name` to run on."})
+    dataset_test_split: str = field(default="eval", metadata={"help": "Split of `dataset_name` to run on."})
     image_dir: str | None = field(
         default=None, metadata={"help": "Folder that relative image paths in the data are resolved against."}
     )
-    max_samples: int | None = field(
+    max_eval_samples: int | None = field(
         default=None, metadata={"help": "Run on the first N rows only (after validation); all rows when unset."}
     )
-    on_bad_row: str = field(
+    on_bad_row: Literal["error", "skip"] = field(
         default="error",
         metadata={
             "help": "Rows that fail validation: 'error' stops before any inference and lists them all; 'skip' "
-            "leaves them out (each one is listed in the log).",
-            "choices": ["error", "skip"],
+            "leaves them out (each one is listed in the log)."
         },
     )
     completions_file: str | None = field(
@@ -52,7 +60,6 @@ class InferenceArguments(SaliencyMapArguments):
             "question_id): they are traced in one scoring forward instead of being generated. Every row needs one."
         },
     )
-    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System prompt of every question."})
     batch_size: int = field(default=8, metadata={"help": "Rows per generation batch (left-padded)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest completion generated (greedy decoding)."})
     min_pixels: int | None = field(
@@ -67,11 +74,12 @@ class InferenceArguments(SaliencyMapArguments):
     seed: int = field(default=42, metadata={"help": "Seed of the bootstrap, the random deletion orders and sampling."})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError(f"--max_samples must be >= 1 when set, got {self.max_samples}")
+        if self.max_eval_samples is not None and self.max_eval_samples < 1:
+            raise ValueError(f"--max_eval_samples must be >= 1 when set, got {self.max_eval_samples}")
         self.check_map_flags()
 
 
@@ -82,9 +90,12 @@ class EvalArguments(InferenceArguments):
     `model_name_or_path` (in `trl.ModelConfig`) may be a base model, a merged checkpoint or a LoRA adapter folder.
     """
 
-    saliency_maps: list[str] = field(
-        default_factory=lambda: ["flow", "direct"],
-        metadata={"help": "Tracer maps scored with the pointing games: 'flow' (the reward's default) and/or 'direct'."},
+    saliency_maps: list[str] = field(  # items of a list field cannot be parsed as a Literal: choices from MapKind
+        default_factory=lambda: list(MAP_KINDS),
+        metadata={
+            "help": "Tracer maps scored with the pointing games: 'flow' (the reward's default) and/or 'direct'.",
+            "choices": list(MAP_KINDS),
+        },
     )
     pointing_tolerance_px: float = field(
         default=0.0, metadata={"help": "Pointing-game tolerance in pixels (also used by the centre-point baseline)."}
@@ -136,9 +147,8 @@ class EvalArguments(InferenceArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        unknown = sorted(set(self.saliency_maps) - {"flow", "direct"})
-        if unknown or not self.saliency_maps:
-            raise ValueError(f"--saliency_maps takes 'flow' and/or 'direct', got {self.saliency_maps}")
+        if not self.saliency_maps:
+            raise ValueError("--saliency_maps needs at least one of 'flow' and 'direct'")
         if not 0 < self.confidence < 1:
             raise ValueError(f"--confidence must lie in (0, 1), got {self.confidence}")
         for name in (

@@ -21,7 +21,7 @@ from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
 from vlm import load_model_and_processor
 
-from .eval_config import EvalArguments, InferenceArguments
+from .eval_config import MAP_KINDS, EvalArguments, InferenceArguments
 from .faithfulness import FaithfulnessResult, faithfulness_curves
 from .generation import completion_maps, image_sizes, prompt_inputs, trace_completions
 from .metrics import answer_scores, cue_scores, pointing_scores, summarise
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_rows(args: InferenceArguments) -> tuple[datasets.Dataset, ValidationReport]:
-    """The validated rows of ``args.dataset_name`` (the first ``max_samples``) and the validation report.
+    """The validated rows of ``args.dataset_name`` (the first ``max_eval_samples``) and the validation report.
 
     See `data_tools.load_source`: a bad row stops the run before any inference (listing every bad row) unless
     ``--on_bad_row skip``, which leaves it out and logs it.
@@ -43,17 +43,17 @@ def load_rows(args: InferenceArguments) -> tuple[datasets.Dataset, ValidationRep
         args.dataset_source,
         args.dataset_name,
         image_dir=args.image_dir,
-        split=args.dataset_split,
+        split=args.dataset_test_split,
         kind="rl",
         on_bad_row=args.on_bad_row,
     )
-    logger.info("rows of %s/%s: %s", args.dataset_name, args.dataset_split, report.summary())
+    logger.info("rows of %s/%s: %s", args.dataset_name, args.dataset_test_split, report.summary())
     for issue in report.rejected:
         logger.warning("left out row %d (%s): %s: %s", issue.index, issue.row_id, issue.field, issue.reason)
     if not len(rows):
-        raise ValueError(f"--dataset_name {args.dataset_name!r} split {args.dataset_split!r} holds no usable row")
-    if args.max_samples is not None:
-        rows = rows.select(range(min(args.max_samples, len(rows))))
+        raise ValueError(f"--dataset_name {args.dataset_name!r} split {args.dataset_test_split!r} holds no usable row")
+    if args.max_eval_samples is not None:
+        rows = rows.select(range(min(args.max_eval_samples, len(rows))))
     return rows, report
 
 
@@ -121,8 +121,7 @@ def evaluate_model(
         row = rows[traced.index]
         scores = answer_scores([traced.text], [row["solution"]])[0]
         upsampled = {
-            kind: traced.maps.answer_map(kind)[0].upsampled() if traced.maps.has_map else None
-            for kind in ("flow", "direct")
+            kind: traced.maps.answer_map(kind)[0].upsampled() if traced.maps.has_map else None for kind in MAP_KINDS
         }
         for kind in args.saliency_maps:
             scores |= pointing_scores(kind, upsampled[kind], row["bbox"], args.pointing_tolerance_px)
@@ -178,7 +177,7 @@ def evaluate_model(
         for k, v in asdict(args).items()
         if k
         in (
-            "dataset_split",
+            "dataset_test_split",
             "max_new_tokens",
             "saliency_row",
             "saliency_layers",
@@ -193,7 +192,7 @@ def evaluate_model(
     settings["completions"] = "given (scored)" if completions is not None else "generated (greedy)"
     return {
         "model": model_name,
-        "dataset": f"{args.dataset_name} [{args.dataset_split}]",
+        "dataset": f"{args.dataset_name} [{args.dataset_test_split}]",
         "settings": settings,
         "summary": summary,
         "faithfulness": faithfulness,

@@ -11,6 +11,7 @@ None on rows without a cue.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -79,6 +80,15 @@ def mean_interval(
     tail = (1 - confidence) / 2 * 100
     result["low"], result["high"] = (float(x) for x in np.percentile(means, [tail, 100 - tail]))
     return result
+
+
+def spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that exist, e.g. one metric over training seeds (None where
+    there are none; a standard deviation of 0 for one value)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
 
 
 def summarise(

@@ -14,11 +14,12 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 
 import logging
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from evaluation import EvalArguments, run_eval
+from launch.parser import Parser
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    eval_args, model_args = TrlParser((EvalArguments, ModelConfig)).parse_args_and_config()
+    eval_args, model_args = Parser((EvalArguments, ModelConfig)).parse_args_and_config()
     print(f"report: {run_eval(eval_args, model_args)}")

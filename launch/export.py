@@ -19,11 +19,12 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 
 import logging
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from evaluation import ExportArguments, run_export
+from launch.parser import Parser
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    export_args, model_args = TrlParser((ExportArguments, ModelConfig)).parse_args_and_config()
+    export_args, model_args = Parser((ExportArguments, ModelConfig)).parse_args_and_config()
     print(f"proposals: {run_export(export_args, model_args)}")

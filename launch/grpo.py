@@ -12,12 +12,13 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 # isort: split
 
 from accelerate import PartialState
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
+from launch.parser import Parser
 from rl import GRPOScriptArguments, SaliencyGRPOConfig, run_grpo
 
 if __name__ == "__main__":
-    parser = TrlParser((GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig))
+    parser = Parser((GRPOScriptArguments, SaliencyGRPOConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config()
     run_grpo(script_args, training_args, model_args)
     # Leave no process group for the interpreter to tear down at exit (it can abort a multi-process run there).

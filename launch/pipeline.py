@@ -100,15 +100,15 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str], Path, Path]]:
             "evaluation",
             [python, "launch/eval.py"]
             + flags(config=args.eval_config, model_name_or_path=grpo, compare_model_name_or_path=sft, dataset_name=data)
-            + flags(output_dir=evaluation, max_samples=args.eval_samples, faithfulness_samples=4),
+            + flags(output_dir=evaluation, max_eval_samples=args.eval_samples, faithfulness_samples=4),
             evaluation / "report.html",
             evaluation,
         ),
         (
             "export of explanations and proposals",
             [python, "launch/export.py"]
-            + flags(config=args.export_config, model_name_or_path=grpo, dataset_name=data, dataset_split="eval")
-            + flags(max_samples=args.export_images, output_dir=export),
+            + flags(config=args.export_config, model_name_or_path=grpo, dataset_name=data, dataset_test_split="eval")
+            + flags(max_eval_samples=args.export_images, output_dir=export),
             export / "summary.json",
             export,
         ),

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from trl import TrlParser
 
+from launch.parser import Parser
 from predictor import PredictorDataConfig, PredictorModelConfig, PredictorTrainingConfig, load_predictor
 from predictor.dataset import build_dataset
 from predictor.evaluation import centre_bias_map, predict, score_maps
@@ -114,6 +114,6 @@ def main(
 
 if __name__ == "__main__":
     # The model architecture comes from the checkpoint; PredictorModelConfig is parsed so one recipe serves both.
-    parser = TrlParser((PredictorEvalArguments, PredictorModelConfig, PredictorDataConfig, PredictorTrainingConfig))
+    parser = Parser((PredictorEvalArguments, PredictorModelConfig, PredictorDataConfig, PredictorTrainingConfig))
     eval_args, _, data_args, training_args = parser.parse_args_and_config()
     main(eval_args, data_args, training_args)

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 import torch
-from trl import TrlParser
 
+from launch.parser import Parser
 from predictor import PredictorDataConfig, PredictorModelConfig, PredictorTrainer, PredictorTrainingConfig
 from predictor.dataset import build_dataset
 from predictor.report import evaluation_report, write_explanations
@@ -49,5 +49,5 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = TrlParser((PredictorModelConfig, PredictorDataConfig, PredictorTrainingConfig))
+    parser = Parser((PredictorModelConfig, PredictorDataConfig, PredictorTrainingConfig))
     main(*parser.parse_args_and_config())

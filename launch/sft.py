@@ -11,12 +11,13 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 # isort: split
 
 from accelerate import PartialState
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig
 
+from launch.parser import Parser
 from sft import SFTScriptArguments, run_sft
 
 if __name__ == "__main__":
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    parser = Parser((SFTScriptArguments, SFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config()
     run_sft(script_args, training_args, model_args)
     # Leave no process group for the interpreter to tear down at exit (it can abort a multi-process run there).

@@ -13,12 +13,13 @@ import launch._unshadow  # noqa: F401  (first: it takes launch/ off sys.path)
 
 # isort: split
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
+from launch.parser import Parser
 from saliency.explain import TraceArguments, trace_image
 
 if __name__ == "__main__":
-    trace_args, model_args = TrlParser((TraceArguments, ModelConfig)).parse_args_and_config()
+    trace_args, model_args = Parser((TraceArguments, ModelConfig)).parse_args_and_config()
     summary = trace_image(trace_args, model_args)
     if summary["has_map"]:
         empty = [kind for kind, files in summary["maps"].items() if files["empty"]]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, field
+from typing import Literal
 
 from trl import GRPOConfig
 
-from data_tools import TrainingDataArguments
+from data_tools import TrainingDataArguments, check_choices
 from rewards import DEFAULT_REWARD_FUNCS
 from saliency import SaliencyMapArguments
 
@@ -113,17 +113,3 @@ class GRPOScriptArguments(TrainingDataArguments):
     max_image_side: int | None = field(
         default=512, metadata={"help": "Resize images whose longer side exceeds this many pixels (boxes stay right)."}
     )
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        super().__post_init__()
-
-
-def check_choices(args: Any) -> None:
-    """Reject a value outside its `Literal` choices: the argument parser checks the command line, not the recipe."""
-    hints = get_type_hints(type(args))
-    for f in fields(args):
-        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
-        value = getattr(args, f.name)
-        if choices and value not in choices:
-            raise ValueError(f"--{f.name} {value!r}: choose one of {', '.join(map(str, choices))}")

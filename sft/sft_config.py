@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from data_tools import TrainingDataArguments
 
@@ -15,12 +16,12 @@ class SFTScriptArguments(TrainingDataArguments):
     `trl.TrlParser`, so one YAML recipe holds all three and any field can be overridden on the command line.
     """
 
-    dataset_source: str = field(
+    dataset_source: Literal["conversational", "llava_cot", "mulberry"] = field(
         default="conversational",
         metadata={
-            "help": "Layout of `dataset_name`: 'conversational' (rows with `messages` + `images`, our SFT layout), "
-            "'llava_cot' or 'mulberry' (public cold-start JSON, converted on load).",
-            "choices": ["conversational", "llava_cot", "mulberry"],
+            "help": "Layout of `dataset_name`: 'conversational' (rows with `messages` + `images`, our SFT layout; "
+            "they keep their own system turn), 'llava_cot' or 'mulberry' (public cold-start JSON, converted on load "
+            "with `--system_prompt`)."
         },
     )
     dataset_train_split: str = field(default="sft", metadata={"help": "Split to train on."})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import datasets
 
-from data_tools import load_source, read_records
+from data_tools import SYSTEM_PROMPT, load_source, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +21,14 @@ def load_sft_dataset(
     on_bad_row: str = "error",
     max_image_side: int | None = None,
     report_path: str | Path | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> datasets.Dataset:
     """Return the rows to train on, with `messages` and `images` columns.
 
-    `source="conversational"` reads our SFT layout (a `save_to_disk` folder, a local file or a hub data set);
-    `llava_cot` / `mulberry` convert public cold-start JSON and validate every row (see `data_tools.load_source`),
-    writing the rejection report to `report_path` when one is given.
+    `source="conversational"` reads our SFT layout (a `save_to_disk` folder, a local file or a hub data set), whose
+    rows keep their own system turn; `llava_cot` / `mulberry` convert public cold-start JSON with `system_prompt` as
+    the system turn and validate every row (see `data_tools.load_source`), writing the rejection report to
+    `report_path` when one is given.
     """
     if source == "conversational":
         records = read_records(name, split)
@@ -50,4 +52,12 @@ def load_sft_dataset(
     logger.info("cold-start data: %s", report.summary())
     if report_path is not None and report.issues:
         report.write_jsonl(report_path)
-    return dataset
+    if system_prompt == SYSTEM_PROMPT:  # the one the converted rows were given
+        return dataset
+    return dataset.map(lambda row: {"messages": _with_system_prompt(row["messages"], system_prompt)})
+
+
+def _with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
+    """``messages`` with the text of their system turn (the first message) replaced by ``system_prompt``."""
+    system, *rest = messages
+    return [{**system, "content": [{"type": "text", "text": system_prompt}]}, *rest]

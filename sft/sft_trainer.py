@@ -139,6 +139,7 @@ def run_sft(script_args: SFTScriptArguments, training_args: SFTConfig, model_arg
                 heldout_rows,
                 script_args.answer_eval_steps,
                 max_new_tokens=script_args.answer_eval_max_new_tokens,
+                system_prompt=script_args.system_prompt,
             )
         )
     trainer.train(

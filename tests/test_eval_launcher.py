@@ -12,6 +12,7 @@ from peft import LoraConfig, get_peft_model
 from trl import ModelConfig
 
 from evaluation import EvalArguments, prompt_inputs
+from launch.parser import Parser
 from saliency import SpecialTokens
 from vlm import adapter_base, load_model_and_processor, merge_lora_adapter
 
@@ -50,8 +51,12 @@ def test_an_adapter_folder_loads_as_its_merged_model(assets):
 
 
 def test_bad_flags_are_named():
-    with pytest.raises(ValueError, match="--saliency_maps"):
+    with pytest.raises(ValueError, match="--saliency_maps 'grad': choose one of flow, direct"):
         EvalArguments(saliency_maps=["flow", "grad"])
+    with pytest.raises(ValueError, match="--saliency_maps needs at least one of 'flow' and 'direct'"):
+        EvalArguments(saliency_maps=[])
+    with pytest.raises(ValueError, match="--on_bad_row 'drop': choose one of error, skip"):
+        EvalArguments(on_bad_row="drop")
     with pytest.raises(ValueError, match="--compare_to or --compare_model_name_or_path"):
         EvalArguments(compare_to="a.json", compare_model_name_or_path="b")
     with pytest.raises(ValueError, match="--faithfulness_baselines"):
@@ -62,6 +67,29 @@ def test_bad_flags_are_named():
         EvalArguments(batch_size=0)
     with pytest.raises(ValueError, match="--saliency_layers"):
         EvalArguments(saliency_layers=[])
+
+
+def test_renamed_and_fixed_flags_are_named_on_the_command_line_and_in_the_recipe(tmp_path, capsys):
+    parser = Parser((EvalArguments, ModelConfig))
+    args, _ = parser.parse_args_and_config(["--dataset_test_split", "clean", "--max_eval_samples", "3"])
+    assert (args.dataset_test_split, args.max_eval_samples) == ("clean", 3)
+    for given, message in (
+        (["--max_samples", "3"], "--max_samples was renamed --max_eval_samples"),
+        (["--dataset-split=clean"], "--dataset_split was renamed --dataset_test_split"),
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args_and_config(given)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args_and_config(["--saliency_maps", "flow", "grad"])
+    assert "invalid choice: 'grad'" in capsys.readouterr().err
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_samples: 3\n")
+    with pytest.raises(ValueError, match=r"^--max_samples was renamed --max_eval_samples \(`max_samples:` in the YAML"):
+        parser.parse_args_and_config(["--config", str(recipe)])
+    recipe.write_text("saliency_maps: [flow, grad]\n")
+    with pytest.raises(ValueError, match="--saliency_maps 'grad': choose one of flow, direct"):
+        parser.parse_args_and_config(["--config", str(recipe)])
 
 
 def test_layers_the_model_lacks_are_named(assets):
@@ -101,7 +129,7 @@ def test_launcher_scores_an_adapter_then_compares_a_generating_base_model(assets
     common = [
         "--dataset_name",
         str(assets["data"]),
-        "--max_samples",
+        "--max_eval_samples",
         "3",
         "--batch_size",
         "3",

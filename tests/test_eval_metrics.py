@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation import answer_metrics, answer_scores, mean_interval, pointing_scores, summarise
+from evaluation import answer_metrics, answer_scores, mean_interval, pointing_scores, spread, summarise
 
 
 def test_mean_interval_of_known_values():
@@ -97,3 +97,9 @@ def test_cue_scores_say_whether_the_answer_and_the_map_follow_the_decoy():
     scores = cue_scores("<think>It is blue.</think>blue", {"flow": None, "direct": half}, "red", cue_box)
     assert scores["follows_cue"] == 0.0 and scores["flow/cue_energy"] is None  # no usable map
     assert cue_scores("<think>x</think>red", {"flow": on_cue}, "", []) == {"follows_cue": None, "flow/cue_energy": None}
+
+
+def test_spread_is_mean_and_sample_std_of_present_values():
+    assert spread([0.2, None, 0.4]) == pytest.approx((0.3, 0.1414213), rel=1e-5)
+    assert spread([0.5]) == (0.5, 0.0)
+    assert spread([None, None]) == (None, None)

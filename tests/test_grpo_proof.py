@@ -13,12 +13,6 @@ grpo_proof = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(grpo_proof)
 
 
-def test_spread_is_mean_and_sample_std_of_present_values():
-    assert grpo_proof.spread([0.2, None, 0.4]) == pytest.approx((0.3, 0.1414213), rel=1e-5)
-    assert grpo_proof.spread([0.5]) == (0.5, 0.0)
-    assert grpo_proof.spread([None, None]) == (None, None)
-
-
 def test_summary_numbers_read_the_headline_metrics_and_count_empty_flow_maps(tmp_path):
     summary = {
         "n": 4,
@@ -53,7 +47,7 @@ def test_one_seed_of_both_arms_trains_evaluates_and_tabulates(tiny_model_dir, sy
             str(synthetic_data_dir),
             "--seeds",
             "0",
-            "--max_samples",
+            "--max_eval_samples",
             "4",
             "--output_dir",
             str(out),

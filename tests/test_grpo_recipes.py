@@ -102,7 +102,7 @@ def test_grpo_recipe_then_its_evaluation_recipe_run_on_a_local_tiny_copy(recipe,
     path = REPO / f"configs/eval/{evaluation}.yaml"
     values = yaml.safe_load(path.read_text())
     assert values["model_name_or_path"] == f"outputs/grpo-{recipe}"  # the GRPO recipe's output_dir: an adapter
-    assert (values["dataset_name"], values["dataset_split"]) == ("data/saliency-r1-8k-heldout", "eval")
+    assert (values["dataset_name"], values["dataset_test_split"]) == ("data/saliency-r1-8k-heldout", "eval")
     argv = ["--config", str(path), "--model_name_or_path", str(out), "--dataset_name", str(heldout),
             "--output_dir", str(tmp_path / "eval"), *LOCAL, "--batch_size", "2", "--max_new_tokens", "8",
             "--bootstrap_samples", "10", "--report_samples", "1", "--faithfulness_samples", "0",

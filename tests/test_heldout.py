@@ -49,7 +49,7 @@ def test_the_split_is_drawn_by_seed_and_read_by_the_eval_launcher_and_grpo(synth
     assert (record["num_heldout"], record["heldout_seed"]) == (5, 42)
     assert record["eval_question_ids"] == ids["eval"]
 
-    rows, _ = load_rows(EvalArguments(dataset_name=str(tmp_path / "a"), dataset_split="eval"))
+    rows, _ = load_rows(EvalArguments(dataset_name=str(tmp_path / "a"), dataset_test_split="eval"))
     assert list(rows["question_id"]) == ids["eval"]
     assert list(load_grpo_dataset(str(tmp_path / "a"), split="train")["question_id"]) == ids["train"]
     image = rows[0]["image"]

@@ -231,6 +231,13 @@ def test_data_flags_below_one_are_named(flag):
         GRPOScriptArguments(**{flag: 0})
 
 
+def test_the_system_prompt_flag_builds_every_prompt(synthetic_data_dir, tmp_path):
+    args = GRPOScriptArguments(dataset_name=str(synthetic_data_dir), max_train_samples=3, system_prompt="Be brief.")
+    rows = args.load_train_rows(load_grpo_dataset, tmp_path)
+    system = {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
+    assert [row["prompt"][0] for row in rows] == [system] * 3
+
+
 def test_the_data_layout_must_be_named():
     with pytest.raises(ValueError, match="--dataset_source"):
         GRPOScriptArguments(dataset_source="")

@@ -17,6 +17,7 @@ from transformers import AutoModelForImageTextToText
 from trl import ModelConfig, SFTConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+from data_tools import SYSTEM_PROMPT
 from sft import SFTScriptArguments, load_sft_dataset, run_sft
 from vlm import load_processor
 
@@ -226,6 +227,23 @@ def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
     assert state["global_step"] == 2 and len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
     initial, trained = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     assert any(not torch.equal(trained[name], weight) for name, weight in initial.items())  # the rows trained it
+
+
+def test_converted_rows_take_the_system_prompt_flag_and_conversational_rows_keep_theirs(synthetic_data_dir, tmp_path):
+    source, images = write_cold_start_json(tmp_path)
+    flags = {"dataset_train_split": "train", "image_dir": str(images), "system_prompt": "Answer in one word."}
+    rows = SFTScriptArguments(dataset_name=str(source), dataset_source="llava_cot", **flags).load_train_rows(
+        load_sft_dataset, tmp_path
+    )
+    default = load_sft_dataset(str(source), source="llava_cot", split="train", image_dir=str(images))
+    for row, plain in zip(rows, default, strict=True):
+        assert row["messages"][0] == {"role": "system", "content": [{"type": "text", "text": "Answer in one word."}]}
+        assert plain["messages"][0]["content"] == [{"type": "text", "text": SYSTEM_PROMPT}]
+        assert row["messages"][1:] == plain["messages"][1:]
+    conversational = SFTScriptArguments(dataset_name=str(synthetic_data_dir), system_prompt="Answer in one word.")
+    assert conversational.load_train_rows(load_sft_dataset, tmp_path)[0]["messages"][0]["content"][0]["text"] == (
+        SYSTEM_PROMPT
+    )
 
 
 @pytest.mark.parametrize("recipe", ["qwen2_5_vl_3b_zero3", "qwen2_5_vl_7b_zero3"])
