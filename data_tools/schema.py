@@ -22,6 +22,26 @@ RL_FEATURES = Features(
 EVAL_FEATURES = Features({**RL_FEATURES, "reasoning": Value("string")})
 """Held-out rows: the RL columns plus the reference reasoning."""
 
+MULTI_RL_FEATURES = Features(
+    {
+        "images": List(Image()),
+        "problem": Value("string"),
+        "solution": Value("string"),
+        "bbox": BOXES,
+        "bbox_image": List(Value("int64")),
+        "bbox_frame": List(Value("int64")),
+        "dataset": Value("string"),
+        "question_id": Value("string"),
+    }
+)
+"""GRPO rows of a split that holds several images per row or short clips (SPEC section 2's ``images`` list). A row of
+several images places each box on its image (``bbox_image``, per box the index into ``images``; ``bbox_frame`` None);
+a clip holds its frames in order under ``images`` and places each box on its frame (``bbox_frame``; ``bbox_image``
+None). A single-image row of such a split is a one-image list with every box on image 0."""
+
+MULTI_EVAL_FEATURES = Features({**MULTI_RL_FEATURES, "reasoning": Value("string")})
+"""Held-out rows of several images or clips: the columns of :data:`MULTI_RL_FEATURES` plus the reference reasoning."""
+
 SFT_FEATURES = Features(
     {
         "messages": List(

@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, sft_messages
-from .schema import BOXED_SFT_FEATURES, DECOY_FEATURES, EVAL_FEATURES, RL_FEATURES
+from .schema import BOXED_SFT_FEATURES, DECOY_FEATURES, EVAL_FEATURES, MULTI_RL_FEATURES, RL_FEATURES
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -576,6 +576,98 @@ def make_example(
     )
 
 
+CLIP_FRAMES = 4
+"""Frames of a synthetic clip: two temporal steps of Qwen-VL's video processor (temporal_patch_size 2)."""
+
+
+def _scene_without(rng: random.Random, config: SyntheticConfig, shape: str, color: str) -> list[ShapeObject]:
+    """A scene of min..max objects none of which is a ``color`` ``shape``."""
+    placed: list[ShapeObject] = []
+    for _ in range(rng.randint(config.min_objects, config.max_objects)):
+        other_shape = rng.choice(config.shapes)
+        colors = [c for c in config.colors if c != color] if other_shape == shape else list(config.colors)
+        _place(rng, config, placed, other_shape, rng.choice(colors))
+    return placed
+
+
+def make_multi_image_example(seed: int, index: int, config: SyntheticConfig | None = None) -> dict:
+    """Row ``index`` of the ``multi`` split: 2 or 3 images, exactly one holding the asked shape ("In which image is
+    the red circle?"); the answer is its 1-based number, the evidence its box on that image (``bbox_image``)."""
+    config = config or SyntheticConfig()
+    rng = random.Random(f"{DATASET_NAME}/{seed}/multi/{index}")
+    count = 2 + index % 2
+    shape, color = config.shapes[0], config.colors[0]
+    for _ in range(200):
+        try:
+            target = rng.randrange(count)
+            scenes = [_scene_without(rng, config, shape, color) for _ in range(count)]
+            obj = _place(rng, config, scenes[target], shape, color)
+            break
+        except _Crowded:
+            continue
+    else:
+        raise RuntimeError(f"could not place a multi-image scene in {config}")
+    number = str(target + 1)
+    return {
+        "dataset": f"{DATASET_NAME}/multi_image",
+        "question_id": f"{DATASET_NAME}-multi-{seed}-{index:06d}",
+        "images": [_png(render(scene, config)) for scene in scenes],
+        "problem": f"In which image is the {color} {shape}? Answer with the image's number (1 to {count}).",
+        "solution": number,
+        "bbox": [_to_norm(obj.box_px, config)],
+        "bbox_image": [target],
+        "bbox_frame": None,
+    }
+
+
+def make_clip_example(seed: int, index: int, config: SyntheticConfig | None = None) -> dict:
+    """Row ``index`` of the ``clip`` split: :data:`CLIP_FRAMES` frames in which one shape moves in a straight line
+    and the others stay ("What colour is the shape that moves?"); its box on every frame (``bbox_frame``)."""
+    config = config or SyntheticConfig()
+    rng = random.Random(f"{DATASET_NAME}/{seed}/clip/{index}")
+    for _ in range(200):
+        placed: list[ShapeObject] = []
+        try:
+            color = rng.choice(config.colors)
+            others = [c for c in config.colors if c != color]
+            for _ in range(rng.randint(config.min_objects, config.max_objects) - 1):
+                _place(rng, config, placed, rng.choice(config.shapes), rng.choice(others))
+        except _Crowded:
+            continue
+        shape, size = rng.choice(config.shapes), rng.randint(config.min_size_px, config.max_size_px)
+        step = max(2, size // 2)
+        dx, dy = rng.choice([(step, 0), (-step, 0), (0, step), (0, -step)])
+        span_x, span_y = abs(dx) * (CLIP_FRAMES - 1), abs(dy) * (CLIP_FRAMES - 1)
+        if config.width - size - span_x < 0 or config.height - size - span_y < 0:
+            continue
+        x = rng.randint(0, config.width - size - span_x) + (span_x if dx < 0 else 0)
+        y = rng.randint(0, config.height - size - span_y) + (span_y if dy < 0 else 0)
+        path = [ShapeObject(shape, color, x + f * dx, y + f * dy, size) for f in range(CLIP_FRAMES)]
+        if not any(o.overlaps(m.x, m.y, size, config.gap) for o in placed for m in path):
+            break
+    else:
+        raise RuntimeError(f"could not place a clip in {config}")
+    return {
+        "dataset": f"{DATASET_NAME}/clip",
+        "question_id": f"{DATASET_NAME}-clip-{seed}-{index:06d}",
+        "images": [_png(render([*placed, mover], config)) for mover in path],
+        "problem": "The images are the frames of a short clip, in order. What colour is the shape that moves?",
+        "solution": color,
+        "bbox": [_to_norm(mover.box_px, config) for mover in path],
+        "bbox_image": None,
+        "bbox_frame": list(range(CLIP_FRAMES)),
+    }
+
+
+def generate_multi_split(split: str, num_rows: int, seed: int = 0, config: SyntheticConfig | None = None) -> Dataset:
+    """``num_rows`` rows of the ``multi`` (several images) or ``clip`` (frames of a moving shape) split, laid out as
+    :data:`~data_tools.schema.MULTI_RL_FEATURES`; their own random streams leave every other split unchanged."""
+    make = {"multi": make_multi_image_example, "clip": make_clip_example}[split]
+    rows = [make(seed, index, config) for index in range(num_rows)]
+    columns = {name: [row[name] for row in rows] for name in MULTI_RL_FEATURES}
+    return Dataset.from_dict(columns, features=MULTI_RL_FEATURES)
+
+
 def _png(image: Image.Image) -> dict:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # flat-colour images: fast level, still ~1.5 kB each
@@ -690,10 +782,13 @@ def generate_synthetic(
     decoy_fraction: float = 1.0,
     decoy_conflict_fraction: float = 0.0,
     num_attention: int = 0,
+    num_multi_image: int = 0,
+    num_clip: int = 0,
 ) -> DatasetDict:
     """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding`` /
     ``attention`` splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` / ``num_attention`` > 0 (see
-    :func:`generate_split`).
+    :func:`generate_split`), and ``multi`` / ``clip`` splits when ``num_multi_image`` / ``num_clip`` > 0 (see
+    :func:`generate_multi_split`).
 
     With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
     a swatch that says the answer, a further ``decoy_conflict_fraction`` one that says a wrong answer, and ``eval`` is replaced by two held-out splits of the same ``num_eval`` scenes:
@@ -720,6 +815,10 @@ def generate_synthetic(
         splits["grounding"] = generate_split("grounding", num_grounding, seed, config)
     if num_attention:
         splits["attention"] = generate_split("attention", num_attention, seed, config)
+    if num_multi_image:
+        splits["multi"] = generate_multi_split("multi", num_multi_image, seed, config)
+    if num_clip:
+        splits["clip"] = generate_multi_split("clip", num_clip, seed, config)
     return DatasetDict(splits)
 
 
@@ -758,6 +857,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "loss: pointing, reading and the scenes' own questions on full scenes, a third each); 0: none.",
     )
     parser.add_argument(
+        "--num_multi_image",
+        type=int,
+        default=0,
+        help="Rows in the multi split (2-3 images per row: in which image is the asked shape; the box on its "
+        "image); 0: none.",
+    )
+    parser.add_argument(
+        "--num_clip",
+        type=int,
+        default=0,
+        help=f"Rows in the clip split ({CLIP_FRAMES} frames, one shape moves: what colour is it; its box on every "
+        "frame); 0: none.",
+    )
+    parser.add_argument(
         "--decoy_fraction",
         type=float,
         default=None,
@@ -774,7 +887,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
-    for name in ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding", "num_attention"):
+    counts = ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding", "num_attention")
+    for name in (*counts, "num_multi_image", "num_clip"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     if args.decoy_fraction is not None and not 0.0 <= args.decoy_fraction <= 1.0:
@@ -798,6 +912,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         1.0 if args.decoy_fraction is None else args.decoy_fraction,
         args.decoy_conflict_fraction,
         num_attention=args.num_attention,
+        num_multi_image=args.num_multi_image,
+        num_clip=args.num_clip,
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})

@@ -8,7 +8,10 @@ silently.
 
 A *raw row* (what loaders yield) has ``problem``, ``solution``, ``dataset``, ``question_id``, one image under ``image``
 (or a one-element ``images`` list) given as a PIL image, bytes, a ``{"bytes", "path"}`` dict or a path (relative to
-``image_dir``), and, depending on the kind of split, ``bbox`` and ``reasoning``. A row may carry ``bbox_format`` to
+``image_dir``), and, depending on the kind of split, ``bbox`` and ``reasoning``. A row of several images has an
+``images`` list and ``bbox_image`` (per box, the index of the image it lies on); a short clip has ``video`` (a list
+of frames of one size) and ``bbox_frame`` (per box, the index of its frame). A split that holds such rows is laid out
+as :data:`~data_tools.schema.MULTI_RL_FEATURES` (its single-image rows too, as one-image lists). A row may carry ``bbox_format`` to
 override the call's, ``width``/``height`` (the size its pixel boxes refer to; checked against the image), and
 ``parse_errors`` (``[(field, reason)]`` found by a converter while parsing the source layout).
 """
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 from .answers import strip_answer_markup
 from .images import open_displayed
 from .prompts import SYSTEM_PROMPT, sft_messages
-from .schema import DECOY_FEATURES, EVAL_FEATURES, RL_FEATURES, SFT_FEATURES
+from .schema import DECOY_FEATURES, EVAL_FEATURES, MULTI_EVAL_FEATURES, MULTI_RL_FEATURES, RL_FEATURES, SFT_FEATURES
 
 BBOX_FORMATS = ("xyxy_norm", "xyxy_px", "xywh_px")
 KINDS = ("sft", "rl", "eval")
@@ -346,13 +349,14 @@ def _validate_row(
         if tag in texts.get("reasoning", ""):
             problems.append(("reasoning", f"contains {tag}, which would end or restart the reasoning in the target"))
 
+    several = _several_images(row)
+    if several is not None:
+        return _validate_several(
+            row, kind, several, texts, problems, notes, bbox_format, image_dir, max_image_side, allow_outside_image_dir
+        )
     image_value = row.get("image")
     if image_value is None and row.get("images") is not None:
-        images = row["images"]
-        if not isinstance(images, (list, tuple)) or len(images) != 1:
-            problems.append(("images", f"expected exactly one image, got {images!r:.80}"))
-        else:
-            image_value = images[0]
+        image_value = row["images"][0]
     image = None
     if image_value is None and not parse_failed and not any(f in ("image", "images") for f, _ in problems):
         problems.append(("image", "missing field"))
@@ -393,6 +397,113 @@ def _validate_row(
     if kind == "eval":
         out["reasoning"] = texts.get("reasoning")
     return out | decoy, [], notes
+
+
+def _several_images(row: Mapping) -> tuple[str, list] | None:
+    """``("images", values)`` for a row of several images, ``("video", frames)`` for a clip, None for one image.
+
+    A one-element ``images`` list is a single-image row, laid out as ever.
+    """
+    images, video = row.get("images"), row.get("video")
+    if video is not None or (isinstance(images, (list, tuple)) and len(images) > 1):
+        return ("video", video) if video is not None else ("images", list(images))
+    if images is not None and (not isinstance(images, (list, tuple)) or not images):
+        return ("images", images)
+    return None
+
+
+def _validate_several(
+    row: Mapping,
+    kind: str,
+    several: tuple[str, Any],
+    texts: dict,
+    problems: list[tuple[str, str]],
+    notes: list[tuple[str, str]],
+    bbox_format: str,
+    image_dir: str | Path | None,
+    max_image_side: int | None,
+    allow_outside_image_dir: bool,
+) -> tuple[dict | None, list[tuple[str, str]], list[tuple[str, str]]]:
+    """:func:`_validate_row` for a row of several images (``images``) or a clip (``video``, a list of frames).
+
+    Each box says what it lies on: ``bbox_image`` (per box, the index of its image) or ``bbox_frame`` (per box, the
+    index of its frame); pixel boxes refer to that image or frame. The kept row holds the images (a clip: its frames)
+    under ``images``, with ``bbox_image`` or ``bbox_frame`` (:data:`~data_tools.schema.MULTI_RL_FEATURES`).
+    """
+    name, values = several
+    index_field = "bbox_image" if name == "images" else "bbox_frame"
+    other_field = "bbox_frame" if name == "images" else "bbox_image"
+    if name == "video" and row.get("images") is not None:
+        problems.append(("video", "a row holds either images or a video (its frames), not both"))
+        return None, problems, notes
+    if not isinstance(values, (list, tuple)) or not values:
+        what = "a non-empty list of images" if name == "images" else "a non-empty list of frames"
+        problems.append((name, f"expected {what}, got {values!r:.80}"))
+        return None, problems, notes
+    images, sizes = [], []
+    for i, value in enumerate(values):
+        try:
+            image, size, image_notes = load_image(
+                value, image_dir, max_image_side, allow_outside_image_dir=allow_outside_image_dir
+            )
+        except ValueError as err:
+            problems.append((f"{name}[{i}]", str(err)))
+            continue
+        notes += [(f"{name}[{i}]", note) for note in image_notes]
+        images.append(image)
+        sizes.append(size)
+    if name == "video" and len(set(sizes)) > 1:
+        problems.append(("video", f"the frames differ in size: {sorted(set(sizes))}"))
+    boxes, placement = None, None
+    if row.get(other_field) is not None:
+        problems.append((other_field, f"a row of {name} places its boxes with {index_field}, not {other_field}"))
+    if row.get("bbox") is not None:
+        fmt = row.get("bbox_format") or bbox_format
+        try:
+            parsed = parse_boxes(row["bbox"])
+            placement = row.get(index_field)
+            if placement is None:
+                what = "several images says which image" if name == "images" else "video says which frame"
+                raise _Reject(index_field, f"missing field: a row of {what} each box lies on")
+            if not isinstance(placement, (list, tuple)) or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in placement
+            ):
+                raise _Reject(index_field, f"must be a list of integers, one per box, got {placement!r:.80}")
+            if len(placement) != len(parsed):
+                raise _Reject(index_field, f"has {len(placement)} entries for {len(parsed)} boxes")
+            outside = [int(v) for v in placement if not 0 <= v < len(values)]
+            if outside:
+                raise _Reject(index_field, f"indices {outside} lie outside the row's {len(values)} {name}")
+            placement = [int(v) for v in placement]
+            if len(sizes) == len(values):
+                boxes = [normalise_boxes([box], fmt, *sizes[i])[0] for box, i in zip(parsed, placement)]
+        except _Reject as err:
+            problems.append((err.field, err.reason))
+        except ValueError as err:
+            problems.append(("bbox", str(err)))
+    decoy = _decoy_columns(row, problems) if kind != "sft" else {}
+    if decoy:
+        problems.append(("decoy_bbox", "decoy columns are for single-image rows"))
+    if problems:
+        return None, problems, notes
+    base = {"dataset": texts["dataset"], "question_id": texts["question_id"]}
+    if kind == "sft":
+        messages = sft_messages(texts["problem"], texts["reasoning"], texts["solution"], SYSTEM_PROMPT)
+        user = messages[1]
+        messages[1] = {**user, "content": [user["content"][0]] * len(images) + user["content"][1:]}
+        return {"messages": messages, "images": images, **base}, [], notes
+    out = {
+        "images": images,
+        "problem": texts["problem"],
+        "solution": texts["solution"],
+        "bbox": boxes,
+        "bbox_image": placement if name == "images" else None,
+        "bbox_frame": placement if name == "video" else None,
+        **base,
+    }
+    if kind == "eval":
+        out["reasoning"] = texts.get("reasoning")
+    return out, [], notes
 
 
 def _decoy_columns(row: Mapping, problems: list[tuple[str, str]]) -> dict:
@@ -475,10 +586,19 @@ def validate_rows(
     return kept, report
 
 
+def as_several_images(row: dict) -> dict:
+    """A single-image rl/eval row in the layout of several images: ``images`` = [its image], every box on image 0."""
+    out = {key: value for key, value in row.items() if key not in ("image", "decoy_answer", "decoy_bbox")}
+    return {"images": [row["image"]], **out, "bbox_image": [0] * len(row["bbox"] or []), "bbox_frame": None}
+
+
 def rows_to_dataset(rows: list[dict], kind: str) -> Dataset:
     """Build a ``datasets.Dataset`` with the ``kind`` split's schema from rows returned by :func:`validate_rows`."""
     features = _FEATURES[kind]
-    if rows and "decoy_answer" in rows[0]:
+    if kind != "sft" and any("images" in row for row in rows):
+        features = MULTI_EVAL_FEATURES if kind == "eval" else MULTI_RL_FEATURES
+        rows = [row if "images" in row else as_several_images(row) for row in rows]
+    elif rows and "decoy_answer" in rows[0]:
         features = Features({**features, **DECOY_FEATURES})
     if not rows:
         return Dataset.from_dict({name: [] for name in features}, features=features)

@@ -54,7 +54,8 @@ KINDS = {
     "image outside image_dir": (lambda q: _record(q, image="../outside.png"), "image"),
     "1x1 image": (lambda q: _record(q, image="dot.png", bbox="[0, 0, 1, 1]"), "image"),
     "too long image": (lambda q: _record(q, image="strip.png"), "image"),
-    "two images": (lambda q: _record(q, image=None, images=["ok.png", "ok.png"]), "images"),
+    # Two images are a row of several images, which must say which image each box lies on.
+    "two images": (lambda q: _record(q, image=None, images=["ok.png", "ok.png"]), "bbox_image"),
 }
 
 
