@@ -3,6 +3,7 @@ line or a recipe uses a renamed one."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ class Parser(TrlParser):
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
         """argparse's, after a renamed flag (``--old``, ``--old=value`` or ``--o-l-d``) is refused by name."""
-        for arg in args or ():
+        for arg in sys.argv[1:] if args is None else args:
             name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
             if name in self.renamed:
                 self.error(f"--{name} was renamed --{self.renamed[name]}")
