@@ -23,7 +23,7 @@ def load_grpo_dataset(
     report_path: str | Path | None = None,
     system_prompt: str = SYSTEM_PROMPT,
 ) -> datasets.Dataset:
-    """Validated rows with a conversational `prompt` (system + image + question) beside `image`, `solution`, `bbox`.
+    """Validated rows with a conversational `prompt` (system + image(s) + question) beside the images, `solution`, `bbox`.
 
     The other columns (`solution`, `bbox`, `dataset`, `question_id`) reach the reward functions as keyword
     arguments. The rejection report goes to `report_path` when a row was rejected or converted.
@@ -34,4 +34,14 @@ def load_grpo_dataset(
     logger.info("RL data: %s", report.summary())
     if report_path is not None and report.issues:
         report.write_jsonl(report_path)
-    return dataset.map(lambda row: {"prompt": prompt_messages(row["problem"], system_prompt)})
+    return dataset.map(lambda row: {"prompt": grpo_prompt(row, system_prompt)})
+
+
+def grpo_prompt(row: dict, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """The conversational prompt of one row: one image placeholder per image of its `images` list (a clip's frames
+    are its images), or one for its single `image`, then the question."""
+    messages = prompt_messages(row["problem"], system_prompt)
+    count = len(row["images"]) if row.get("images") is not None else 1
+    user = messages[-1]
+    image_block, *rest = user["content"]
+    return messages[:-1] + [{**user, "content": [image_block] * count + rest}]

@@ -11,7 +11,7 @@ import torch
 from trl import GRPOTrainer
 from trl.data_utils import apply_chat_template
 
-from rewards import SaliencyReward, energy_pointing_game, pointing_game
+from rewards import SaliencyReward, as_saliency_maps, boxes_per_map, multi_energy_pointing_game, multi_pointing_game
 from saliency import SaliencyMapArguments, SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.capture import check_attention_implementation
 from vlm import ExactResumeMixin, load_processor, model_input_size
@@ -67,7 +67,10 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
     forward) or, with vLLM or `saliency_capture="score"`, from one traced forward over prompt + completion. They
     reach the rewards as the columns `saliency_map` (flow map) and `saliency_map_direct`, each entry a float array at
     the image's pixel size, or None for a completion without a map (bad format, no image). Resuming a full fine-tune
-    restores the checkpoint's weights exactly (`vlm.ExactResumeMixin`). Everything else is TRL's GRPO, unchanged. Extra logs: `saliency/pg`, `saliency/energy_pg` (flow map, completions that have one),
+    restores the checkpoint's weights exactly (`vlm.ExactResumeMixin`). Rows with several images (`images`, boxes
+    placed by `bbox_image` or, for a clip's frames, `bbox_frame`) get a list of maps, one per image, in saliency per
+    vision token, and the column `saliency_frames`; `rewards.SaliencyReward` scores all of them. Everything else is
+    TRL's GRPO, unchanged. Extra logs: `saliency/pg`, `saliency/energy_pg` (flow map, completions that have one),
     `saliency/no_map` (fraction of completions without a map: bad format, no image), `saliency/empty_map` (fraction
     whose map has no positive mass; rows without a box count in neither), `saliency/tracer_time_share` (tracer
     seconds over step seconds) and `tokens_per_second` (completion tokens generated per second of training step).
@@ -158,15 +161,31 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
                 )
             for row, traced in zip(rows, maps):
                 for kind, column in MAP_COLUMNS.items():
-                    row[column] = self._first_image_map(traced, kind)
+                    row[column], frames = self._row_maps(traced, kind, row)
+                row["saliency_frames"] = frames
             self._log_map_metrics(rows)
             self._tracer_seconds += time.perf_counter() - start
         return rows
 
     @staticmethod
-    def _first_image_map(traced: SaliencyMaps, kind: str) -> np.ndarray | None:
+    def _row_maps(
+        traced: SaliencyMaps, kind: str, row: dict
+    ) -> tuple[np.ndarray | list[np.ndarray] | None, list[tuple[int, int]] | None]:
+        """The row's map column entry and the frames each map covers (None unless the row's boxes are per frame).
+
+        One image: its map at the image's pixel size (as ever). Several images or video steps: one map each, in
+        saliency per vision token (`ImageMap.upsampled_mass`) so that the rewards compare them. A clip given as
+        frames (images) has one map per frame; one given as a video, one per temporal step with the frames it covers.
+        """
         maps = traced.answer_map(kind)
-        return None if not maps else maps[0].upsampled()
+        if not maps:
+            return None, None
+        frames = None
+        if row.get("bbox_frame") is not None:
+            frames = [m.frames if m.source == "video" else (m.index, m.index + 1) for m in maps]
+        if len(maps) == 1 and maps[0].source == "image":
+            return maps[0].upsampled(), frames
+        return [m.upsampled_mass() for m in maps], frames
 
     def _log_map_metrics(self, inputs: list[dict]) -> None:
         pg, energy, no_map, empty_map = [], [], 0, 0
@@ -176,12 +195,20 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
                 continue
             if example.get("bbox") is None:
                 continue
-            scores = energy_pointing_game(example["saliency_map"], example["bbox"])
+            maps = as_saliency_maps(example["saliency_map"])
+            boxes = boxes_per_map(
+                len(maps),
+                example["bbox"],
+                example.get("bbox_image"),
+                example.get("bbox_frame"),
+                example.get("saliency_frames"),
+            )
+            scores = multi_energy_pointing_game(maps, boxes)
             if scores is None:
                 empty_map += 1
                 continue
             energy.append(scores)
-            pg.append(pointing_game(example["saliency_map"], example["bbox"]))
+            pg.append(multi_pointing_game(maps, boxes))
         metrics = self._trl_metrics()
         metrics["saliency/no_map"].append(no_map / max(len(inputs), 1))
         metrics["saliency/empty_map"].append(empty_map / max(len(inputs), 1))

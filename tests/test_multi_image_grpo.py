@@ -1,0 +1,93 @@
+"""GRPO with the saliency reward on a mix of single-image, several-image and clip rows on the embedded tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import datasets
+import numpy as np
+import pytest
+from steering import steer_to
+from test_rl import RecordInputs
+from trl import ModelConfig
+
+from data_tools import generate_synthetic
+from data_tools.schema import MULTI_RL_FEATURES
+from data_tools.synthetic import CLIP_FRAMES, generate_multi_split
+from data_tools.validation import as_several_images
+from rewards import get_reward_funcs
+from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer
+from rl.grpo_data import grpo_prompt
+from vlm import load_model_and_processor
+
+REASONED = "<think>The red circle is in image 2.</think>2"
+
+
+def mixed_rows() -> datasets.Dataset:
+    """Two single-image rows (as one-image lists), one row of several images and one clip, in that order."""
+    single = generate_synthetic(num_sft=0, num_rl=2, num_eval=0, seed=0)["rl"]
+    rows = [as_several_images(dict(row)) for row in single.cast_column("image", datasets.Image(decode=False))]
+    rows += list(generate_multi_split("multi", 1, seed=0).cast_column("images", datasets.List(datasets.Image(False))))
+    rows += list(generate_multi_split("clip", 1, seed=0).cast_column("images", datasets.List(datasets.Image(False))))
+    dataset = datasets.Dataset.from_list(rows, features=MULTI_RL_FEATURES)
+    return dataset.map(lambda row: {"prompt": grpo_prompt(row)})
+
+
+def train(model_dir, out, capture: str) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
+    model, processor = load_model_and_processor(
+        ModelConfig(model_name_or_path=str(model_dir), dtype="float32"), for_training=True
+    )
+    # As TRL loads a processor itself: its forward re-processes the prompts and must pad them as the prompt ids are
+    # (left), or prompts of different lengths (here: 1 to 4 images) get misaligned mm_token_type_ids.
+    processor.tokenizer.padding_side = "left"
+    funcs = get_reward_funcs(("format", "accuracy", "saliency"))
+    recorder = RecordInputs()
+    args = SaliencyGRPOConfig(
+        output_dir=str(out),
+        max_steps=1,
+        per_device_train_batch_size=8,
+        num_generations=2,
+        max_completion_length=24,
+        learning_rate=1e-5,
+        reward_weights=[1.0, 1.0, 1.0, 0.0],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        saliency_capture=capture,
+        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, REASONED)},
+    )
+    trainer = SaliencyGRPOTrainer(
+        model=model, reward_funcs=[*funcs, recorder], args=args, train_dataset=mixed_rows(), processing_class=processor
+    )
+    trainer.train()
+    return trainer, recorder
+
+
+@pytest.mark.slow
+def test_every_image_and_frame_gets_its_map_and_the_reward_scores_them_all(tiny_model_dir, tmp_path):
+    runs = {capture: train(tiny_model_dir, tmp_path / capture, capture) for capture in ("generate", "score")}
+    columns = {capture: recorder.calls[0] for capture, (_, recorder) in runs.items()}
+    generated, scored = columns["generate"], columns["score"]
+    assert sorted(len(images) for images in generated["images"]) == [1, 1, 1, 1, 2, 2, CLIP_FRAMES, CLIP_FRAMES]
+    for row, images in enumerate(generated["images"]):
+        maps = generated["saliency_map"][row]
+        if len(images) == 1:  # a single image: its map at its pixel size, as ever
+            assert maps.shape == (images[0].height, images[0].width)
+            np.testing.assert_allclose(maps, scored["saliency_map"][row], rtol=1e-4, atol=1e-6 * maps.max())
+            continue
+        assert [m.shape for m in maps] == [(image.height, image.width) for image in images]
+        for from_generate, from_score in zip(maps, scored["saliency_map"][row]):
+            assert np.isfinite(from_generate).all()
+            np.testing.assert_allclose(from_generate, from_score, rtol=1e-4, atol=1e-6 * max(m.max() for m in maps))
+        is_clip = generated["bbox_frame"][row] is not None
+        frames = [(i, i + 1) for i in range(len(images))] if is_clip else None
+        assert generated["saliency_frames"][row] == frames
+    trainer = runs["generate"][0]
+    log = next(entry for entry in trainer.state.log_history if "reward" in entry)
+    assert log["saliency_energy_pg/bad_format"] == 0.0 and log["saliency/no_map"] == 0.0
+    assert 0.0 < log["rewards/saliency_energy_pg/mean"] <= 1.0
+    assert 0.0 < log["saliency/energy_pg"] <= 1.0
+    assert all(math.isfinite(v) for v in log.values() if isinstance(v, float))
