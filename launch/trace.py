@@ -5,7 +5,9 @@
         [--baselines attention rollout gradient integrated_gradients rise] [--boxes "[x1, y1, x2, y2]" ...]
 
 Writes ``<kind>.png`` (the map over the image, boxes drawn), ``<kind>.npy`` (the map at the image size),
-``panels.png`` (all side by side) and ``trace.json`` (answer, thinking text, spans). ``--help`` lists every flag,
+``panels.png`` (all side by side) and ``trace.json`` (answer, thinking text, spans). Several images (or a clip's
+frames) instead of ``--image``: ``--images a.png b.png ... [--boxes ... --box_images 1 ...]`` writes ``<kind>_<i>.npy``
+per image and ``<kind>.png`` as a strip of the images' overlays on one colour scale. ``--help`` lists every flag,
 including TRL's model flags (``--dtype``, ``--attn_implementation``...).
 """
 

@@ -25,8 +25,9 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return np.rint(np.stack(channels, -1)).astype(np.uint8)
 
 
-def normalised(heatmap: np.ndarray) -> np.ndarray:
-    """The map divided by its maximum (a map that is zero everywhere stays zero); it must be finite and >= 0."""
+def normalised(heatmap: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """The map divided by its maximum, or by ``peak`` (a scale shared by the maps of several images; values above it
+    clip to 1 in the colormap); a map that is zero everywhere stays zero. It must be finite and >= 0."""
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.ndim != 2:
         raise ValueError(f"a heatmap is a 2-D (height, width) array, got shape {heatmap.shape}")
@@ -34,7 +35,7 @@ def normalised(heatmap: np.ndarray) -> np.ndarray:
         raise ValueError("the heatmap holds NaN or infinite values")
     if (heatmap < 0).any():
         raise ValueError(f"the heatmap has negative values (min {heatmap.min():.3g}); pass relu'd maps")
-    peak = float(heatmap.max(initial=0.0))
+    peak = float(heatmap.max(initial=0.0)) if peak is None else float(peak)
     return heatmap / peak if peak > 0 else heatmap
 
 
@@ -44,6 +45,7 @@ def overlay(
     boxes: Sequence[Sequence[float]] = (),
     opacity: float = 0.5,
     box_width: int | None = None,
+    peak: float | None = None,
 ) -> Image.Image:
     """The image with the (normalised) heatmap blended over it and ``boxes`` drawn as outlines.
 
@@ -53,11 +55,13 @@ def overlay(
         boxes: evidence boxes ``[x1, y1, x2, y2]`` normalised to [0, 1].
         opacity: weight of the heatmap colour in the blend.
         box_width: outline width in pixels (default: about 1% of the image's shorter side, at least 1).
+        peak: the value drawn brightest (default: the map's maximum); give the maps of several images one peak so
+            that their colours compare.
     """
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
     image = image.convert("RGB")
-    heat = normalised(heatmap)
+    heat = normalised(heatmap, peak)
     if heat.shape != (image.height, image.width):
         heat = np.asarray(Image.fromarray(heat, mode="F").resize(image.size, Image.Resampling.BILINEAR))
     coloured = Image.fromarray(colormap(heat))
