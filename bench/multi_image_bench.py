@@ -1,9 +1,10 @@
 """Cost of tracing several images per prompt: extra time and memory against the number of images.
 
-    python bench/multi_image_bench.py --num_images 1 2 4 8 16 --output bench/multi_image_results.json
+    python bench/multi_image_bench.py --num_images 1 2 4 8 16 --think_tokens 256 --output bench/multi_image_results.json
 
 The model and the measurement are those of ``bench/tracer_bench.py`` (a randomly initialised Qwen2.5-VL of a
-small-but-real shape, 32k vocabulary; peak resident memory from ``VmHWM``, CPU time). Each prompt holds
+small-but-real shape, 32k vocabulary, and its flags such as ``--think_tokens``; peak resident memory from
+``VmHWM``, CPU time). Each prompt holds
 ``--text_tokens`` text tokens and N images of 16 x 16 merged patches (256 image tokens each), then one scripted
 completion; a plain scoring forward and a traced one (``SaliencyTracer.score``) run interleaved ``--repeats``
 times. The tracing overhead (traced minus plain extra peak, paired runs) and the returned score matrices
@@ -24,6 +25,19 @@ import torch
 SPEC = importlib.util.spec_from_file_location("tracer_bench", Path(__file__).resolve().parent / "tracer_bench.py")
 tracer_bench = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(tracer_bench)
+
+
+MODEL_FLAGS = (
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "vocab_size",
+    "think_tokens",
+    "answer_tokens",
+    "seed",
+)
+"""tracer_bench's flags that shape the model and the completion, recorded with the results."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,7 +104,8 @@ def run(args: argparse.Namespace) -> dict:
             f"maps {row['maps_mib']:.2f} MiB",
             flush=True,
         )
-    return {"model": vars(args.model), "text_tokens": args.text_tokens, "threads": args.threads, "rows": rows}
+    model_flags = {name: getattr(args.model, name) for name in MODEL_FLAGS}
+    return {"model": model_flags, "text_tokens": args.text_tokens, "threads": args.threads, "rows": rows}
 
 
 def markdown(results: dict) -> str:
