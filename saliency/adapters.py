@@ -181,10 +181,8 @@ class ModelAdapter:
         """Per sample, the grids of its images and video steps in sequence order.
 
         ``visual_ids[b]`` are the token ids at sample b's visual positions (:meth:`visual_mask`), in order. Families
-        without video read images only (:meth:`image_grids`).
+        without video (no ``config.video_token_id``) hold image tokens only there (:meth:`image_grids`).
         """
-        if any((ids != self.image_token_id).any() for ids in visual_ids):
-            raise ValueError(f"{type(self.model).__name__} takes no video input")
         return self.image_grids(vision_inputs, [len(ids) for ids in visual_ids])
 
 
