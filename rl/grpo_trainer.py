@@ -79,6 +79,14 @@ class SaliencyGRPOTrainer(ExactResumeMixin, GRPOTrainer):
     args: SaliencyGRPOConfig
 
     def __init__(self, *args: Any, **kwargs: Any):
+        processor = kwargs.get("processing_class")
+        tokenizer = getattr(processor, "tokenizer", processor)
+        if tokenizer is not None:
+            # TRL left-pads the prompt ids but re-runs the processor without a padding side for the log-prob forward;
+            # a right-padding processor (as saved by most VLMs) would put mm_token_type_ids, hence M-RoPE's image
+            # positions, `pad` tokens away from the image tokens of every shorter prompt. TRL sets this itself only
+            # when it loads the processor.
+            tokenizer.padding_side = "left"
         super().__init__(*args, **kwargs)
         config = self.args
         reads_maps = any(isinstance(f, SaliencyReward) for f in self.reward_funcs)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import trl
 from resume_helpers import assert_same_weights, kill_after_checkpoint, logged
 from steering import steer_to
@@ -348,3 +349,31 @@ def test_a_skip_run_that_keeps_no_row_stops_before_training(tmp_path):
     args = GRPOScriptArguments(dataset_name=str(tmp_path / "data"), on_bad_row="skip")
     with pytest.raises(ValueError, match="no row left to train on"):
         args.load_train_rows(load_grpo_dataset, tmp_path / "out")
+
+
+def test_every_forward_sees_its_image_tokens_where_the_ids_have_them(tiny_model_dir, synthetic_data_dir, tmp_path):
+    # Prompts of different lengths in one batch: TRL left-pads the prompt ids and re-runs the processor for the
+    # log-prob forward; with a right-padding processor its mm_token_type_ids (M-RoPE's image positions) would sit
+    # `pad` tokens away from the image tokens of every shorter prompt.
+    trainer, _ = make_trainer(tiny_model_dir, synthetic_data_dir, tmp_path / "pad", steer=REASONED)
+    special = trainer.processing_class.tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"])
+    seen: list[tuple[Any, Any]] = []
+
+    def record(module, args, kwargs):
+        if kwargs.get("mm_token_type_ids") is not None:
+            seen.append((kwargs["input_ids"], kwargs["mm_token_type_ids"]))
+
+    handle = trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        trainer.train()
+    finally:
+        handle.remove()
+    prompt_lengths = {int(mask.sum()) for mask in trainer.processing_class(
+        text=[trainer.processing_class.apply_chat_template(row["prompt"], add_generation_prompt=True)
+              for row in trainer.train_dataset], images=[[row["image"]] for row in trainer.train_dataset],
+        padding=True, return_tensors="pt")["attention_mask"]}  # fmt: skip
+    assert len(prompt_lengths) > 1, "the test needs prompts of different lengths"
+    assert seen
+    for input_ids, token_types in seen:
+        on_image = sum((input_ids == token) for token in special).bool()
+        assert torch.equal(token_types[:, : input_ids.shape[1]] != 0, on_image)
