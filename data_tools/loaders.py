@@ -10,7 +10,10 @@ Layouts:
   ``image_dir``), ``problem``, ``solution``, ``bbox`` (``"[x1, y1, x2, y2]"`` normalised; also a list or lists).
   ``dataset``/``question_id`` are kept when present, else ``saliency_r1_8k`` / ``saliency_r1_8k-<split>-<row>``;
   so are a decoy benchmark's ``decoy_answer``/``decoy_bbox`` (:data:`~data_tools.schema.DECOY_FEATURES`).
-  Default split kind: ``rl``.
+  Rows of several images have ``images`` and ``bbox_image`` (per box, its image); a clip has ``video`` (its frames)
+  and ``bbox_frame`` (per box, its frame), or, as :data:`~data_tools.schema.MULTI_RL_FEATURES` saves it (the
+  synthetic ``multi`` / ``clip`` splits), its frames under ``images`` with ``bbox_frame`` set and ``bbox_image``
+  None. Default split kind: ``rl``.
 - ``visual_cot`` (Visual-CoT metadata JSONL): ``question``, ``answer``, ``image`` (relative to
   ``<image_dir>/<dataset>/``, where Visual-CoT keeps ``textcap`` images under ``textvqa``), ``bboxs`` (pixel xyxy
   boxes; several boxes are kept as a list, union semantics), ``width``, ``height``, ``dataset``. Kind ``rl``.
@@ -132,9 +135,15 @@ def saliency_r1_rows(
 ) -> Iterator[dict]:
     """Raw rows from the ``saliency-r1-8k`` layout (see the module docstring)."""
     for index, rec in enumerate(records):
+        images, video = rec.get("images"), rec.get("video")
+        if video is None and images is not None and rec.get("bbox_frame") is not None and rec.get("bbox_image") is None:
+            images, video = None, images  # a saved clip: its frames under `images`, its boxes placed by `bbox_frame`
         yield {
             "image": rec.get("image"),
-            "images": rec.get("images"),
+            "images": images,
+            "video": video,
+            "bbox_image": rec.get("bbox_image"),
+            "bbox_frame": rec.get("bbox_frame"),
             "problem": rec.get("problem"),
             "solution": rec.get("solution"),
             "bbox": rec.get("bbox"),
