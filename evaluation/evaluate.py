@@ -17,15 +17,16 @@ from transformers import PreTrainedModel, ProcessorMixin
 from trl import ModelConfig
 
 from data_tools import ValidationReport, load_source
+from rewards import boxes_per_map
 from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
 from vlm import load_model_and_processor
 
 from .eval_config import MAP_KINDS, EvalArguments, InferenceArguments
 from .faithfulness import FaithfulnessResult, faithfulness_curves
-from .generation import completion_maps, image_sizes, prompt_inputs, trace_completions
-from .metrics import answer_scores, cue_scores, pointing_scores, summarise
-from .report import render_report, sample_overlay
+from .generation import TracedCompletion, completion_maps, image_sizes, prompt_inputs, row_images, trace_completions
+from .metrics import answer_scores, cue_scores, frame_scores, pointing_scores, several_pointing_scores, summarise
+from .report import render_report, sample_overlay, strip_overlay
 from .sanity import SanityResult, cascading_randomisation, randomisation_steps
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def evaluate_model(
     tracer = args.make_tracer(model, SpecialTokens.from_tokenizer(processor))
     if args.sanity_samples:
         randomisation_steps(tracer.adapter)  # a quantized model is refused here, before any inference
-    records, mapped_rows = [], []
+    records, mapped_rows, several = [], [], 0
     for traced in trace_completions(
         tracer,
         processor,
@@ -119,6 +120,12 @@ def evaluate_model(
         generate_kwargs=generate_kwargs,
     ):
         row = rows[traced.index]
+        images = row_images(row)
+        if is_several(row):
+            record = _several_record(row, images, traced, args, output_dir)
+            several += 1
+            records.append(record)
+            continue
         scores = answer_scores([traced.text], [row["solution"]])[0]
         upsampled = {
             kind: traced.maps.answer_map(kind)[0].upsampled() if traced.maps.has_map else None for kind in MAP_KINDS
@@ -141,7 +148,7 @@ def evaluate_model(
             record["overlays"] = {}
             for kind in args.saliency_maps:
                 path = Path("overlays") / f"{_file_stem(traced.index, row['question_id'])}_{kind}.png"
-                sample_overlay(row["image"], upsampled[kind], row["bbox"]).save(output_dir / path)
+                sample_overlay(images[0], upsampled[kind], row["bbox"]).save(output_dir / path)
                 record["overlays"][kind] = str(path)
         if traced.maps.has_map and len(mapped_rows) < max(args.faithfulness_samples, args.sanity_samples):
             mapped_rows.append((traced.index, traced.completion_ids, traced.maps))
@@ -190,7 +197,7 @@ def evaluate_model(
         )
     }
     settings["completions"] = "given (scored)" if completions is not None else "generated (greedy)"
-    return {
+    metrics = {
         "model": model_name,
         "dataset": f"{args.dataset_name} [{args.dataset_test_split}]",
         "settings": settings,
@@ -199,6 +206,70 @@ def evaluate_model(
         "sanity": sanity,
         "rows": records,
     }
+    if several:
+        metrics["several_images"] = {
+            "rows": several,
+            "single_image_only": SINGLE_IMAGE_ONLY,
+            "note": f"{several} rows of several images or clip frames are scored by pointing games over all their "
+            "maps (per frame for clips) and left out of the faithfulness curves, the sanity check and the baselines, "
+            "which take one image per row",
+        }
+    return metrics
+
+
+SINGLE_IMAGE_ONLY = ("faithfulness", "sanity", "faithfulness_baselines")
+"""The parts of an evaluation that score single-image rows only; rows of several images or clips skip them."""
+
+
+def is_several(row: dict[str, Any]) -> bool:
+    """Whether a row holds several images, or a clip's frames (boxes placed by ``bbox_frame``, even on one frame)."""
+    return len(row_images(row)) > 1 or row.get("bbox_frame") is not None
+
+
+def _several_record(
+    row: dict[str, Any], images: list[Any], traced: TracedCompletion, args: EvalArguments, output_dir: Path
+) -> dict[str, Any]:
+    """The record of a row of several images or a clip's frames (one map per image or frame, as in training).
+
+    Its scores have the keys of a single-image row's, over all its maps (`evaluation.metrics.several_pointing_scores`),
+    plus each frame's energy-PG for a clip; its overlays are strips of its images on one colour scale per kind.
+    """
+    frames = row.get("bbox_frame")
+    spans = [(i, i + 1) for i in range(len(images))]
+    boxes = boxes_per_map(len(images), row["bbox"], row.get("bbox_image"), frames, spans)
+    scores = answer_scores([traced.text], [row["solution"]])[0]
+    maps: dict[str, list | None] = {}
+    for kind in args.saliency_maps:
+        image_maps = traced.maps.answer_map(kind) if traced.maps.has_map else None
+        if image_maps is not None and len(image_maps) != len(images):
+            raise ValueError(
+                f"row {row['question_id']!r}: the tracer returned {len(image_maps)} {kind} maps for "
+                f"{len(images)} images"
+            )
+        maps[kind] = None if image_maps is None else [m.upsampled_mass() for m in image_maps]
+        scores |= several_pointing_scores(kind, maps[kind], boxes, args.pointing_tolerance_px)
+        if frames is not None:
+            scores |= frame_scores(kind, maps[kind], row["bbox"], frames)
+    record = {
+        "question_id": row["question_id"],
+        "dataset": row["dataset"],
+        "problem": row["problem"],
+        "solution": row["solution"],
+        "completion": traced.text,
+        "no_map_reason": traced.maps.reason,
+        "scores": scores,
+        "images": len(images),
+        "boxes_on": "frame" if frames is not None else "image",
+    }
+    if traced.index < args.report_samples:
+        record["overlays"] = {}
+        what = "frame" if frames is not None else "image"
+        titles = [f"{what} {i}" for i in range(len(images))]
+        for kind in args.saliency_maps:
+            path = Path("overlays") / f"{_file_stem(traced.index, row['question_id'])}_{kind}.png"
+            strip_overlay(images, maps[kind], boxes, titles).save(output_dir / path)
+            record["overlays"][kind] = str(path)
+    return record
 
 
 def _faithfulness(

@@ -14,21 +14,38 @@ from data_tools import SYSTEM_PROMPT, prompt_messages
 from saliency import SaliencyMaps, SaliencyTracer
 
 
-def build_prompts(processor: ProcessorMixin, problems: Sequence[str], system_prompt: str = SYSTEM_PROMPT) -> list[str]:
-    """Chat-templated prompt texts (with the generation cue) for one image + question each."""
-    return [
-        processor.apply_chat_template(prompt_messages(p, system_prompt), tokenize=False, add_generation_prompt=True)
-        for p in problems
-    ]
+def build_prompts(
+    processor: ProcessorMixin,
+    problems: Sequence[str],
+    system_prompt: str = SYSTEM_PROMPT,
+    image_counts: Sequence[int] | None = None,
+) -> list[str]:
+    """Chat-templated prompt texts (with the generation cue) for each question, with one image placeholder per image
+    (``image_counts``, default one each) as `rl.grpo_data.grpo_prompt` lays them out for training."""
+    counts = [1] * len(problems) if image_counts is None else image_counts
+    texts = []
+    for problem, count in zip(problems, counts, strict=True):
+        messages = prompt_messages(problem, system_prompt)
+        image_block, *rest = messages[-1]["content"]
+        messages[-1] = {**messages[-1], "content": [image_block] * count + rest}
+        texts.append(processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return texts
+
+
+def row_images(row: dict[str, Any]) -> list[Any]:
+    """A row's images in prompt order: its ``images`` list (several images, or a clip's frames) or its one ``image``."""
+    return list(row["images"]) if row.get("images") is not None else [row["image"]]
 
 
 def prompt_inputs(
     processor: ProcessorMixin, rows: Sequence[dict[str, Any]], system_prompt: str = SYSTEM_PROMPT
 ) -> BatchFeature:
-    """Processor inputs (left-padded ``input_ids``, ``attention_mask``, vision inputs) for rows with ``image``, ``problem``."""
+    """Processor inputs (left-padded ``input_ids``, ``attention_mask``, vision inputs) for rows with ``image`` (or
+    ``images``) and ``problem``."""
+    images = [row_images(row) for row in rows]
     return processor(
-        images=[[row["image"]] for row in rows],
-        text=build_prompts(processor, [row["problem"] for row in rows], system_prompt),
+        images=images,
+        text=build_prompts(processor, [row["problem"] for row in rows], system_prompt, [len(i) for i in images]),
         padding=True,
         padding_side="left",
         return_tensors="pt",
@@ -75,8 +92,8 @@ class TracedCompletion:
 
 
 def image_sizes(rows: Sequence[dict[str, Any]]) -> list[list[tuple[int, int]]]:
-    """The (height, width) of each row's image: the size maps are upsampled to (boxes are normalised to it)."""
-    return [[(row["image"].height, row["image"].width)] for row in rows]
+    """The (height, width) of each row's images: the sizes maps are upsampled to (boxes are normalised to them)."""
+    return [[(image.height, image.width) for image in row_images(row)] for row in rows]
 
 
 def completion_maps(

@@ -6,6 +6,10 @@ has no usable map) and ``<kind>/status`` (``scored``, ``no_map`` or ``empty_map`
 with ``decoy_answer`` and ``decoy_bbox``, :data:`data_tools.schema.DECOY_FEATURES`) also ``follows_cue`` (the answer
 is what the cue says, scored like accuracy) and ``<kind>/cue_energy`` (the map's positive mass on the cue's box),
 None on rows without a cue.
+
+A row of several images or a clip's frames (:func:`several_pointing_scores`) has the same keys, scored over all its
+maps with the multi-image rewards (mass or peak on an image without evidence counts as outside the boxes), and
+its baselines taken over all its images.
 """
 
 from __future__ import annotations
@@ -18,7 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from rewards import PointingGameAccumulator, accuracy_reward, energy_pointing_game, format_reward
+from rewards import (
+    PointingGameAccumulator,
+    accuracy_reward,
+    as_boxes,
+    box_mask,
+    centre_point_game,
+    energy_pointing_game,
+    format_reward,
+    frame_energy_pointing_games,
+    multi_energy_pointing_game,
+    multi_pointing_game,
+)
 
 POINTING_FIELDS = ("energy_pg", "pg", "box_area_fraction", "centre_point_pg")
 MAP_STATUSES = ("scored", "no_map", "empty_map")
@@ -38,6 +53,53 @@ def pointing_scores(kind: str, saliency_map: np.ndarray | None, boxes: Any, tole
     status = "scored" if scores is not None else ("no_map" if accumulator.n_no_map else "empty_map")
     values = {f"{kind}/{name}": None if scores is None else getattr(scores, name) for name in POINTING_FIELDS}
     return {**values, f"{kind}/status": status}
+
+
+def several_pointing_scores(
+    kind: str, maps: Sequence[np.ndarray] | None, boxes: Sequence[Any], tolerance_px: float = 0.0
+) -> dict:
+    """:func:`pointing_scores` of a row of several images (or a clip's frames, one map per frame): ``boxes[i]`` are
+    map i's boxes (`rewards.boxes_per_map`), the maps in comparable units (`saliency.ImageMap.upsampled_mass`).
+
+    ``energy_pg`` / ``pg`` are `rewards.multi_energy_pointing_game` / `rewards.multi_pointing_game`; the baselines
+    are their values for a uniform map over all the images (``box_area_fraction``: the boxes' share of all the
+    pixels) and for a map that peaks at every image's centre (``centre_point_pg``: 1.0 when each image's centre lies
+    in its own boxes, so 0.0 as soon as one image has no evidence).
+    """
+    if not maps:
+        return {**{f"{kind}/{name}": None for name in POINTING_FIELDS}, f"{kind}/status": "no_map"}
+    energy = multi_energy_pointing_game(maps, boxes)
+    if energy is None:
+        return {**{f"{kind}/{name}": None for name in POINTING_FIELDS}, f"{kind}/status": "empty_map"}
+    shapes = [np.asarray(m).shape for m in maps]
+    inside = sum(_box_pixels(shape, own) for shape, own in zip(shapes, boxes))
+    values = {
+        "energy_pg": energy,
+        "pg": multi_pointing_game(maps, boxes, tolerance_px),
+        "box_area_fraction": inside / sum(shape[0] * shape[1] for shape in shapes),
+        "centre_point_pg": float(
+            all(len(own) and centre_point_game(shape, own, tolerance_px) for shape, own in zip(shapes, boxes))
+        ),
+    }
+    return {**{f"{kind}/{name}": values[name] for name in POINTING_FIELDS}, f"{kind}/status": "scored"}
+
+
+def _box_pixels(shape: tuple[int, int], boxes: Any) -> int:
+    """The number of pixels of a ``shape`` image inside the union of ``boxes`` (0 without boxes)."""
+    return int(box_mask(shape, as_boxes(boxes)).sum()) if len(boxes) else 0
+
+
+def frame_scores(
+    kind: str, maps: Sequence[np.ndarray] | None, boxes: Any, box_frame: Sequence[int]
+) -> dict[str, float | None]:
+    """Energy-PG of each frame of a clip given as frames (one map per frame) that carries boxes, keyed
+    ``<kind>/frame_<f>_energy_pg`` (`rewards.frame_energy_pointing_games`; None without a usable map)."""
+    frames = sorted({int(f) for f in box_frame})
+    if not maps or multi_energy_pointing_game(maps, [[]] * len(maps)) is None:
+        return {f"{kind}/frame_{f}_energy_pg": None for f in frames}
+    spans = [(i, i + 1) for i in range(len(maps))]
+    scores = frame_energy_pointing_games(maps, spans, boxes, box_frame)
+    return {f"{kind}/frame_{f}_energy_pg": scores[f] for f in frames}
 
 
 def cue_scores(
@@ -99,14 +161,18 @@ def summarise(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every numeric score of ``rows`` as :func:`mean_interval`, every ``*/status`` as counts; overall and per source."""
+    """Every numeric score of ``rows`` as :func:`mean_interval`, every ``*/status`` as counts; overall and per source.
+
+    A score that only some rows have (a clip's per-frame scores) counts as None on the others."""
     if len(rows) != len(sources):
         raise ValueError(f"got {len(sources)} sources for {len(rows)} rows")
 
+    keys = list(dict.fromkeys(key for row in rows for key in row))  # rows of several images add per-frame keys
+
     def summary(indices: Sequence[int]) -> dict[str, Any]:
         out: dict[str, Any] = {"n": len(indices)}
-        for key in rows[0] if rows else ():
-            column = [rows[i][key] for i in indices]
+        for key in keys:
+            column = [rows[i].get(key) for i in indices]
             if key.endswith("/status"):
                 out[key.removesuffix("/status") + "/counts"] = {s: column.count(s) for s in MAP_STATUSES}
             else:

@@ -38,6 +38,33 @@ def sample_overlay(image: Image.Image, saliency_map: np.ndarray | None, boxes: A
     return heatmap.overlay(shown, np.maximum(saliency_map, 0), as_boxes(boxes))
 
 
+def strip_overlay(
+    images: Sequence[Image.Image],
+    maps: Sequence[np.ndarray] | None,
+    boxes: Sequence[Any],
+    titles: Sequence[str] | None = None,
+) -> Image.Image:
+    """The overlays of a row of several images (or a clip's frames) side by side on one colour scale, so that the
+    image the answer looked at stands out; ``maps[i]`` and ``boxes[i]`` are image i's (maps at the images' sizes).
+
+    Without maps (None), or maps without positive mass together, every image is drawn as :func:`sample_overlay`
+    draws a row without a map.
+    """
+    if maps is not None and len(maps) != len(images):
+        raise ValueError(f"{len(maps)} maps for {len(images)} images")
+    usable = maps is not None and all(np.isfinite(m).all() for m in maps)
+    peak = max(float(np.max(m, initial=0.0)) for m in maps) if usable else 0.0
+    panels = []
+    for i, (image, own) in enumerate(zip(images, boxes, strict=True)):
+        scale = max(1.0, _DISPLAY_SIDE / max(image.size))
+        shown = image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)))
+        heat = np.maximum(maps[i], 0) if peak > 0 else np.zeros((image.height, image.width), dtype=np.float32)
+        if heat.shape != (image.height, image.width):
+            raise ValueError(f"map {i} of shape {heat.shape} does not match its image's {(image.height, image.width)}")
+        panels.append(heatmap.overlay(shown, heat, as_boxes(own) if len(own) else [], peak=peak or None))
+    return heatmap.side_by_side(panels, titles)
+
+
 def line_plot(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     *,
@@ -175,7 +202,11 @@ def _counts_table(summary: Mapping[str, Any]) -> str:
 
 
 def _per_source_table(summary: Mapping[str, Any]) -> str:
-    keys = [(k, label) for k, label in _metric_names(summary) if k.endswith(("energy_pg", "/pg")) or "/" not in k]
+    keys = [
+        (k, label)
+        for k, label in _metric_names(summary)
+        if (k.endswith(("energy_pg", "/pg")) and "/frame_" not in k) or "/" not in k
+    ]
     head = "<tr><th>source</th><th>rows</th>" + "".join(f"<th>{html.escape(label)}</th>" for _, label in keys) + "</tr>"
     rows = [head]
     for source, group in summary["per_source"].items():
@@ -300,6 +331,16 @@ def _sanity_section(sanity: Mapping[str, Any] | None) -> str:
     )
 
 
+def _several_images_note(several: Mapping[str, Any] | None) -> str:
+    if not several:
+        return ""
+    return (
+        f"<p><b>{several['rows']} rows of several images or clip frames</b>: scored over all their maps (mass or peak "
+        "on an image without evidence counts as outside the boxes; per frame for clips) and left out of "
+        f"{html.escape(', '.join(several['single_image_only']))}, which take one image per row.</p>"
+    )
+
+
 def _sample_cards(samples: Sequence[Mapping[str, Any]], run_dir: Path, other: tuple[Mapping, Path] | None) -> str:
     other_rows = {} if other is None else {r["question_id"]: r for r in other[0].get("rows", [])}
     cards = []
@@ -381,6 +422,7 @@ def render_report(
         _counts_table(summary),
         "<h2>Per source</h2>",
         _per_source_table(summary),
+        _several_images_note(metrics.get("several_images")),
         "<h2>Faithfulness: deletion and insertion</h2>",
         _faithfulness_section(metrics.get("faithfulness"), None if other is None else other.get("faithfulness")),
         "<h2>Sanity check: cascading randomisation</h2>",
