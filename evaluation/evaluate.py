@@ -209,7 +209,7 @@ def evaluate_model(
     if several:
         metrics["several_images"] = {
             "rows": several,
-            "single_image_only": SINGLE_IMAGE_ONLY,
+            "single_image_only": list(SINGLE_IMAGE_ONLY),
             "note": f"{several} rows of several images or clip frames are scored by pointing games over all their "
             "maps (per frame for clips) and left out of the faithfulness curves, the sanity check and the baselines, "
             "which take one image per row",
