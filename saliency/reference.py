@@ -29,12 +29,15 @@ def reference_scores(
     spans: Sequence[CompletionSpans | None],
     row: RowMode = "q",
     layers: Collection[int] | None = None,
+    columns: Sequence[int] | None = None,
 ) -> list[dict[str, torch.Tensor] | None]:
     """Direct and flow scores (K, N) of each sample (None where ``spans`` is None), ``layers`` summed (all if None).
 
     ``input_ids`` (B, L) hold the left-padded prompts of length ``prompt_length`` followed by the completions;
     ``vision`` the model's other inputs for that sequence. Row k is completion token k, for k below the end of the
-    answer; flow rows outside the answer are 0. Columns are the sample's image and video positions in order.
+    answer; flow rows outside the answer are 0. Columns are the sample's image and video positions in order, or
+    only those of indices ``columns`` among them (N = len(columns)): each column's score is computed on its own, so
+    a few columns of a large image cost a few columns' projections through the lm_head.
     """
     text = model.model.language_model
     captured = {}
@@ -60,6 +63,10 @@ def reference_scores(
         if getattr(model.config, "video_token_id", None) is not None:
             visual |= input_ids[b] == model.config.video_token_id
         images = visual.nonzero().squeeze(-1)
+        if columns is not None:
+            if any(c < 0 or c >= len(images) for c in columns):
+                raise ValueError(f"sample {b}: columns {list(columns)} outside its {len(images)} image positions")
+            images = images[torch.as_tensor(columns, device=images.device)]
         residual = captured["residual"][b]
         device = residual.device
         inv_rms = torch.rsqrt(residual.pow(2).mean(-1) + text.norm.variance_epsilon)
