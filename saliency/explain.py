@@ -13,7 +13,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from trl import ModelConfig
 
+from data_tools import PromptArguments, check_choices
 from data_tools.images import open_displayed
+from evaluation.eval_config import MapKind
 
 from .baselines import BASELINES, RISE, IntegratedGradients
 from .heatmap import overlay, side_by_side
@@ -23,10 +25,11 @@ from .spans import SpecialTokens
 
 
 @dataclass(kw_only=True)
-class TraceArguments(SaliencyMapArguments):
+class TraceArguments(SaliencyMapArguments, PromptArguments):
     """What to explain and where to write it (the model itself is chosen with TRL's ``ModelConfig`` flags).
 
-    `--saliency_row` and `--saliency_layers` (`SaliencyMapArguments`) choose how the tracer builds its maps.
+    `--saliency_row` and `--saliency_layers` (`SaliencyMapArguments`) choose how the tracer builds its maps,
+    `--system_prompt` (`data_tools.PromptArguments`) the prompt's system turn, as in training and evaluation.
     """
 
     image: str | None = field(default=None, metadata={"help": "Path of the image to ask about (or --images)."})
@@ -39,12 +42,9 @@ class TraceArguments(SaliencyMapArguments):
     )
     question: str = field(metadata={"help": "The question about the image."})
     output_dir: str = field(metadata={"help": "Folder for the overlays (PNG), the maps (.npy) and trace.json."})
-    map: str = field(
+    map: MapKind = field(
         default="flow",
-        metadata={
-            "help": "The tracer's map: 'flow' (image -> reasoning -> answer) or 'direct' (image -> answer).",
-            "choices": ["flow", "direct"],
-        },
+        metadata={"help": "The tracer's map: 'flow' (image -> reasoning -> answer) or 'direct' (image -> answer)."},
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer to generate."})
     completion: str | None = field(
@@ -65,13 +65,9 @@ class TraceArguments(SaliencyMapArguments):
         default_factory=list,
         metadata={"help": "With --images: for each of --boxes, the index (from 0) of the image it lies on."},
     )
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "System prompt (default: data_tools.SYSTEM_PROMPT)."}
-    )
 
     def __post_init__(self):
-        if self.map not in ("flow", "direct"):
-            raise ValueError(f"--map must be 'flow' or 'direct', got {self.map!r}")
+        check_choices(self)
         self.check_map_flags()
         unknown = [name for name in self.baselines if name not in BASELINES]
         if unknown:
@@ -100,7 +96,7 @@ def trace_image(args: TraceArguments, model_args: ModelConfig) -> dict:
     Returns the summary also written to ``trace.json``: the completion, its thinking and answer text and spans,
     and per map kind the files written (nothing when the completion has no valid format; ``reason`` says why).
     """
-    from data_tools import SYSTEM_PROMPT, parse_boxes, prompt_messages
+    from data_tools import parse_boxes, prompt_messages
     from vlm import load_model_and_processor
 
     images = [_read_image(path, "--image") for path in [args.image]] if args.image else []
@@ -109,7 +105,7 @@ def trace_image(args: TraceArguments, model_args: ModelConfig) -> dict:
     model, processor = load_model_and_processor(model_args)
     tokenizer = processor.tokenizer
     tokens = SpecialTokens.from_tokenizer(processor)
-    messages = prompt_messages(args.question, args.system_prompt or SYSTEM_PROMPT)
+    messages = prompt_messages(args.question, args.system_prompt)
     user = messages[-1]
     messages[-1] = {**user, "content": [user["content"][0]] * len(images) + user["content"][1:]}
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
