@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -17,20 +18,21 @@ from data_tools.synthetic import CLIP_FRAMES, generate_multi_split
 from data_tools.validation import as_several_images
 from rewards import get_reward_funcs
 from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer
-from rl.grpo_data import grpo_prompt
+from rl.grpo_data import load_grpo_dataset
 from vlm import load_model_and_processor
 
 REASONED = "<think>The red circle is in image 2.</think>2"
 
 
-def mixed_rows() -> datasets.Dataset:
-    """Two single-image rows (as one-image lists), one row of several images and one clip, in that order."""
+def mixed_rows(folder: Path) -> datasets.Dataset:
+    """Two single-image rows (as one-image lists), one row of several images and one clip, in that order, saved to
+    ``folder`` and read back through the GRPO loader."""
     single = generate_synthetic(num_sft=0, num_rl=2, num_eval=0, seed=0)["rl"]
     rows = [as_several_images(dict(row)) for row in single.cast_column("image", datasets.Image(decode=False))]
     rows += list(generate_multi_split("multi", 1, seed=0).cast_column("images", datasets.List(datasets.Image(False))))
     rows += list(generate_multi_split("clip", 1, seed=0).cast_column("images", datasets.List(datasets.Image(False))))
-    dataset = datasets.Dataset.from_list(rows, features=MULTI_RL_FEATURES)
-    return dataset.map(lambda row: {"prompt": grpo_prompt(row)})
+    datasets.DatasetDict({"mixed": datasets.Dataset.from_list(rows, features=MULTI_RL_FEATURES)}).save_to_disk(folder)
+    return load_grpo_dataset(str(folder), split="mixed")
 
 
 def train(model_dir, out, capture: str) -> tuple[SaliencyGRPOTrainer, RecordInputs]:
@@ -60,7 +62,11 @@ def train(model_dir, out, capture: str) -> tuple[SaliencyGRPOTrainer, RecordInpu
         generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, REASONED)},
     )
     trainer = SaliencyGRPOTrainer(
-        model=model, reward_funcs=[*funcs, recorder], args=args, train_dataset=mixed_rows(), processing_class=processor
+        model=model,
+        reward_funcs=[*funcs, recorder],
+        args=args,
+        train_dataset=mixed_rows(out / "data"),
+        processing_class=processor,
     )
     trainer.train()
     return trainer, recorder
