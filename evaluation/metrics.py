@@ -9,7 +9,8 @@ None on rows without a cue.
 
 A row of several images or a clip's frames (:func:`several_pointing_scores`) has the same keys, scored over all its
 maps with the multi-image rewards (mass or peak on an image without evidence counts as outside the boxes), and
-its baselines taken over all its images.
+its baselines taken over all its images; a clip also has ``<kind>/frame_<f>_energy_pg`` per frame
+(:func:`frame_scores`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def frame_scores(
     """Energy-PG of each frame of a clip given as frames (one map per frame) that carries boxes, keyed
     ``<kind>/frame_<f>_energy_pg`` (`rewards.frame_energy_pointing_games`; None without a usable map)."""
     frames = sorted({int(f) for f in box_frame})
-    if not maps or multi_energy_pointing_game(maps, [[]] * len(maps)) is None:
+    if not maps:
         return {f"{kind}/frame_{f}_energy_pg": None for f in frames}
     spans = [(i, i + 1) for i in range(len(maps))]
     scores = frame_energy_pointing_games(maps, spans, boxes, box_frame)
