@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, get_args
+from typing import ClassVar, Literal
 
 from data_tools import PromptArguments, check_choices
 from predictor.proposals import LENS_FEATURES
-from saliency import SaliencyMapArguments
 from saliency.baselines import BASELINES
-
-MapKind = Literal["flow", "direct"]
-MAP_KINDS: tuple[str, ...] = get_args(MapKind)
+from saliency.map_arguments import MAP_KINDS, SaliencyMapArguments
 
 
 @dataclass

@@ -18,11 +18,11 @@ from trl import ModelConfig
 
 from data_tools import ValidationReport, load_source
 from rewards import boxes_per_map
-from saliency import SaliencyMaps, SaliencyTracer, SpecialTokens
+from saliency import MAP_KINDS, SaliencyMaps, SaliencyTracer, SpecialTokens
 from saliency.baselines import BASELINES
 from vlm import load_model_and_processor
 
-from .eval_config import MAP_KINDS, EvalArguments, InferenceArguments
+from .eval_config import EvalArguments, InferenceArguments
 from .faithfulness import FaithfulnessResult, faithfulness_curves
 from .generation import TracedCompletion, completion_maps, image_sizes, prompt_inputs, row_images, trace_completions
 from .metrics import answer_scores, cue_scores, frame_scores, pointing_scores, several_pointing_scores, summarise

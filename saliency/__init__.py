@@ -19,7 +19,7 @@ from .baselines import (
     RawAttention,
 )
 from .heatmap import colormap, overlay, side_by_side
-from .map_arguments import SaliencyMapArguments
+from .map_arguments import MAP_KINDS, MapKind, SaliencyMapArguments
 from .output import ImageLayout, ImageMap, SaliencyMaps
 from .spans import CompletionSpans, SpecialTokens, completion_spans, find_spans, prompt_opens_thinking
 from .tracer import GenerationRecording, SaliencyTracer, TracedGeneration
@@ -27,6 +27,7 @@ from .tracer import GenerationRecording, SaliencyTracer, TracedGeneration
 __all__ = [
     "ADAPTERS",
     "BASELINES",
+    "MAP_KINDS",
     "RISE",
     "AttentionRollout",
     "Attribution",
@@ -38,6 +39,7 @@ __all__ = [
     "ImageMap",
     "IntegratedGradients",
     "LlavaAdapter",
+    "MapKind",
     "ModelAdapter",
     "QwenVLAdapter",
     "RawAttention",

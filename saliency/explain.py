@@ -15,11 +15,10 @@ from trl import ModelConfig
 
 from data_tools import PromptArguments, check_choices
 from data_tools.images import open_displayed
-from evaluation.eval_config import MapKind
 
 from .baselines import BASELINES, RISE, IntegratedGradients
 from .heatmap import overlay, side_by_side
-from .map_arguments import SaliencyMapArguments
+from .map_arguments import MapKind, SaliencyMapArguments
 from .output import SaliencyMaps
 from .spans import SpecialTokens
 

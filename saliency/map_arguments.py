@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from torch import nn
 
@@ -10,6 +11,9 @@ from .adapters import adapter_for
 from .rows import ROW_MODES
 from .spans import SpecialTokens
 from .tracer import SaliencyTracer, layer_indices
+
+MapKind = Literal["flow", "direct"]  # SPEC's reasoning-flow and direct (logit-decomposition) maps
+MAP_KINDS: tuple[str, ...] = get_args(MapKind)
 
 
 @dataclass
