@@ -135,15 +135,7 @@ def evaluate_model(
         if "decoy_answer" in row:
             maps = {kind: upsampled[kind] for kind in args.saliency_maps}
             scores |= cue_scores(traced.text, maps, row["decoy_answer"], row["decoy_bbox"])
-        record = {
-            "question_id": row["question_id"],
-            "dataset": row["dataset"],
-            "problem": row["problem"],
-            "solution": row["solution"],
-            "completion": traced.text,
-            "no_map_reason": traced.maps.reason,
-            "scores": scores,
-        }
+        record = _record(row, traced, scores)
         if traced.index < args.report_samples:
             record["overlays"] = {}
             for kind in args.saliency_maps:
@@ -226,6 +218,19 @@ def is_several(row: dict[str, Any]) -> bool:
     return len(row_images(row)) > 1 or row.get("bbox_frame") is not None
 
 
+def _record(row: dict[str, Any], traced: TracedCompletion, scores: dict[str, Any]) -> dict[str, Any]:
+    """What `metrics.json` keeps of one evaluated row."""
+    return {
+        "question_id": row["question_id"],
+        "dataset": row["dataset"],
+        "problem": row["problem"],
+        "solution": row["solution"],
+        "completion": traced.text,
+        "no_map_reason": traced.maps.reason,
+        "scores": scores,
+    }
+
+
 def _several_record(
     row: dict[str, Any], images: list[Any], traced: TracedCompletion, args: EvalArguments, output_dir: Path
 ) -> dict[str, Any]:
@@ -250,21 +255,11 @@ def _several_record(
         scores |= several_pointing_scores(kind, maps[kind], boxes, args.pointing_tolerance_px)
         if frames is not None:
             scores |= frame_scores(kind, maps[kind], row["bbox"], frames)
-    record = {
-        "question_id": row["question_id"],
-        "dataset": row["dataset"],
-        "problem": row["problem"],
-        "solution": row["solution"],
-        "completion": traced.text,
-        "no_map_reason": traced.maps.reason,
-        "scores": scores,
-        "images": len(images),
-        "boxes_on": "frame" if frames is not None else "image",
-    }
+    boxes_on = "frame" if frames is not None else "image"
+    record = _record(row, traced, scores) | {"images": len(images), "boxes_on": boxes_on}
     if traced.index < args.report_samples:
         record["overlays"] = {}
-        what = "frame" if frames is not None else "image"
-        titles = [f"{what} {i}" for i in range(len(images))]
+        titles = [f"{boxes_on} {i}" for i in range(len(images))]
         for kind in args.saliency_maps:
             path = Path("overlays") / f"{_file_stem(traced.index, row['question_id'])}_{kind}.png"
             strip_overlay(images, maps[kind], boxes, titles).save(output_dir / path)
