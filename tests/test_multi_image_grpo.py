@@ -39,9 +39,6 @@ def train(model_dir, out, capture: str) -> tuple[SaliencyGRPOTrainer, RecordInpu
     model, processor = load_model_and_processor(
         ModelConfig(model_name_or_path=str(model_dir), dtype="float32"), for_training=True
     )
-    # As TRL loads a processor itself: its forward re-processes the prompts and must pad them as the prompt ids are
-    # (left), or prompts of different lengths (here: 1 to 4 images) get misaligned mm_token_type_ids.
-    processor.tokenizer.padding_side = "left"
     funcs = get_reward_funcs(("format", "accuracy", "saliency"))
     recorder = RecordInputs()
     args = SaliencyGRPOConfig(
