@@ -87,7 +87,11 @@ def read_records(source: str | Path, split: str = "train") -> Iterable[Mapping[s
     """Records of ``source``: a local ``.json``/``.jsonl``/``.parquet`` file, a ``save_to_disk`` folder or a hub name.
 
     Image columns of ``datasets`` sources are read undecoded (``{"bytes", "path"}``) so validation sees the raw bytes.
+    ``split`` may join splits of a folder or hub data set with ``+`` (``"rl+multi+clip"``, as in ``datasets``): one
+    data set when they share their columns, otherwise the rows of each in turn, each row with its own split's columns.
     """
+    if "+" in split:
+        return _joined_splits(source, split)
     path = Path(source)
     if not path.exists() and (path.suffix in LOCAL_SUFFIXES or path.is_absolute() or str(source).startswith(".")):
         raise FileNotFoundError(f"{source}: no such file or folder")
@@ -115,6 +119,18 @@ def read_records(source: str | Path, split: str = "train") -> Iterable[Mapping[s
     else:
         data = datasets.load_dataset(str(source), split=split)
     return _undecoded(data)
+
+
+def _joined_splits(source: str | Path, split: str) -> datasets.Dataset | list[dict]:
+    names = split.split("+")
+    if "" in names:
+        raise ValueError(f"split {split!r}: an empty split name (join splits as 'a+b')")
+    if Path(source).is_file():
+        raise ValueError(f"split {split!r}: joining splits needs a save_to_disk folder or a hub data set, not a file")
+    parts = [read_records(source, name) for name in names]
+    if all(part.features == parts[0].features for part in parts):
+        return datasets.concatenate_datasets(parts)
+    return [dict(row) for part in parts for row in part]
 
 
 def _undecoded(data: datasets.Dataset) -> datasets.Dataset:

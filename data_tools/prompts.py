@@ -13,21 +13,24 @@ def format_assistant(reasoning: str, answer: str) -> str:
     return f"<think>{reasoning.strip()}</think>{answer.strip()}"
 
 
-def prompt_messages(problem: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
-    """Return the prompt of one grounded question: system, then user (one image, then the question).
+def prompt_messages(problem: str, system_prompt: str = SYSTEM_PROMPT, images: int = 1) -> list[dict]:
+    """Return the prompt of one grounded question: system, then user (``images`` image blocks, then the question).
 
     Every ``content`` is a list of ``{"type", "text"}`` blocks so that all rows share one Arrow schema;
-    the image block is a placeholder (``text`` None) that TRL fills from the row's image(s).
+    an image block is a placeholder (``text`` None) that TRL fills from the row's image(s), in order.
     """
+    image_blocks = [{"type": "image", "text": None}] * images
     return [
         {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
-        {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": problem}]},
+        {"role": "user", "content": [*image_blocks, {"type": "text", "text": problem}]},
     ]
 
 
-def sft_messages(problem: str, reasoning: str, answer: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+def sft_messages(
+    problem: str, reasoning: str, answer: str, system_prompt: str = SYSTEM_PROMPT, images: int = 1
+) -> list[dict]:
     """Return one conversational SFT example: the prompt of :func:`prompt_messages`, then the assistant turn."""
-    return prompt_messages(problem, system_prompt) + [
+    return prompt_messages(problem, system_prompt, images) + [
         {"role": "assistant", "content": [{"type": "text", "text": format_assistant(reasoning, answer)}]}
     ]
 

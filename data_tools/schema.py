@@ -58,6 +58,10 @@ BOXED_SFT_FEATURES = Features({**SFT_FEATURES, "bbox": BOXES})
 """SFT rows with the evidence boxes of what the assistant's answer is about (every SFT-layout split of the synthetic
 data): the boxes `--attention_grounding_weight` trains the answer's attention towards."""
 
+MULTI_SFT_FEATURES = Features({**BOXED_SFT_FEATURES, "bbox_image": List(Value("int64"))})
+"""SFT rows of several images (a clip's frames given as images): ``bbox_image`` ties each box to its image, by index
+into ``images``; what the attention-grounding loss of a several-image row needs."""
+
 DECOY_FEATURES = Features({"decoy_answer": Value("string"), "decoy_bbox": BOXES})
 """Optional columns of a decoy benchmark (``python -m data_tools.synthetic --decoy_fraction p``): the answer a
 spurious cue in the image says and the normalised box it lies in (``""`` and ``[]`` on a row without a cue). Row

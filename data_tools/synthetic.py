@@ -47,7 +47,14 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .prompts import CAPTION_PROMPT, SYSTEM_PROMPT, caption_messages, format_assistant, sft_messages
-from .schema import BOXED_SFT_FEATURES, DECOY_FEATURES, EVAL_FEATURES, MULTI_RL_FEATURES, RL_FEATURES
+from .schema import (
+    BOXED_SFT_FEATURES,
+    DECOY_FEATURES,
+    EVAL_FEATURES,
+    MULTI_RL_FEATURES,
+    MULTI_SFT_FEATURES,
+    RL_FEATURES,
+)
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -590,11 +597,14 @@ def _scene_without(rng: random.Random, config: SyntheticConfig, shape: str, colo
     return placed
 
 
-def make_multi_image_example(seed: int, index: int, config: SyntheticConfig | None = None) -> dict:
+def make_multi_image_example(
+    seed: int, index: int, config: SyntheticConfig | None = None, stream: str = "multi"
+) -> dict:
     """Row ``index`` of the ``multi`` split: 2 or 3 images, exactly one holding the asked shape ("In which image is
-    the red circle?"); the answer is its 1-based number, the evidence its box on that image (``bbox_image``)."""
+    the red circle?"); the answer is its 1-based number, the evidence its box on that image (``bbox_image``).
+    ``stream`` names the row's random stream (``multi_sft`` draws other scenes than ``multi``)."""
     config = config or SyntheticConfig()
-    rng = random.Random(f"{DATASET_NAME}/{seed}/multi/{index}")
+    rng = random.Random(f"{DATASET_NAME}/{seed}/{stream}/{index}")
     count = 2 + index % 2
     shape, color = config.shapes[0], config.colors[0]
     for _ in range(200):
@@ -614,17 +624,19 @@ def make_multi_image_example(seed: int, index: int, config: SyntheticConfig | No
         "images": [_png(render(scene, config)) for scene in scenes],
         "problem": f"In which image is the {color} {shape}? Answer with the image's number (1 to {count}).",
         "solution": number,
+        "reasoning": f"The {color} {shape} is in image {number}, at the {_where(obj, config)}.",
         "bbox": [_to_norm(obj.box_px, config)],
         "bbox_image": [target],
         "bbox_frame": None,
     }
 
 
-def make_clip_example(seed: int, index: int, config: SyntheticConfig | None = None) -> dict:
+def make_clip_example(seed: int, index: int, config: SyntheticConfig | None = None, stream: str = "clip") -> dict:
     """Row ``index`` of the ``clip`` split: :data:`CLIP_FRAMES` frames in which one shape moves in a straight line
-    and the others stay ("What colour is the shape that moves?"); its box on every frame (``bbox_frame``)."""
+    and the others stay ("What colour is the shape that moves?"); its box on every frame (``bbox_frame``).
+    ``stream`` names the row's random stream (``clip_sft`` draws other clips than ``clip``)."""
     config = config or SyntheticConfig()
-    rng = random.Random(f"{DATASET_NAME}/{seed}/clip/{index}")
+    rng = random.Random(f"{DATASET_NAME}/{seed}/{stream}/{index}")
     for _ in range(200):
         placed: list[ShapeObject] = []
         try:
@@ -653,19 +665,43 @@ def make_clip_example(seed: int, index: int, config: SyntheticConfig | None = No
         "images": [_png(render([*placed, mover], config)) for mover in path],
         "problem": "The images are the frames of a short clip, in order. What colour is the shape that moves?",
         "solution": color,
+        "reasoning": f"The {shape} that moves goes from the {_where(path[0], config)} to the "
+        f"{_where(path[-1], config)}. It is {color}.",
         "bbox": [_to_norm(mover.box_px, config) for mover in path],
         "bbox_image": None,
         "bbox_frame": list(range(CLIP_FRAMES)),
     }
 
 
+MULTI_SPLITS: tuple[str, ...] = ("multi", "clip", "multi_sft", "clip_sft")
+"""Splits of several images per row: ``multi``/``clip`` laid out for GRPO and evaluation, ``multi_sft``/``clip_sft``
+(other scenes) for the SFT cold start."""
+
+
 def generate_multi_split(split: str, num_rows: int, seed: int = 0, config: SyntheticConfig | None = None) -> Dataset:
-    """``num_rows`` rows of the ``multi`` (several images) or ``clip`` (frames of a moving shape) split, laid out as
-    :data:`~data_tools.schema.MULTI_RL_FEATURES`; their own random streams leave every other split unchanged."""
-    make = {"multi": make_multi_image_example, "clip": make_clip_example}[split]
-    rows = [make(seed, index, config) for index in range(num_rows)]
-    columns = {name: [row[name] for row in rows] for name in MULTI_RL_FEATURES}
-    return Dataset.from_dict(columns, features=MULTI_RL_FEATURES)
+    """``num_rows`` rows of a split of :data:`MULTI_SPLITS`: ``multi`` (several images) or ``clip`` (frames of a
+    moving shape) laid out as :data:`~data_tools.schema.MULTI_RL_FEATURES`; ``multi_sft`` / ``clip_sft`` as
+    :data:`~data_tools.schema.MULTI_SFT_FEATURES`, the assistant reasoning about the image (or frames, given as
+    images) the evidence lies on, every box tied to its image by ``bbox_image``. Their own random streams leave
+    every other split unchanged."""
+    kind = split.removesuffix("_sft")
+    make = {"multi": make_multi_image_example, "clip": make_clip_example}[kind]
+    rows = [make(seed, index, config, stream=split) for index in range(num_rows)]
+    if split == kind:
+        columns = {name: [row[name] for row in rows] for name in MULTI_RL_FEATURES}
+        return Dataset.from_dict(columns, features=MULTI_RL_FEATURES)
+    sft_rows = [
+        {
+            "messages": sft_messages(row["problem"], row["reasoning"], row["solution"], images=len(row["images"])),
+            "images": row["images"],
+            "bbox": row["bbox"],
+            "bbox_image": row["bbox_image"] if kind == "multi" else row["bbox_frame"],
+            "dataset": row["dataset"],
+            "question_id": row["question_id"].replace(f"-{kind}-", f"-{split}-"),
+        }
+        for row in rows
+    ]
+    return Dataset.from_list(sft_rows, features=MULTI_SFT_FEATURES)
 
 
 def _png(image: Image.Image) -> dict:
@@ -784,11 +820,13 @@ def generate_synthetic(
     num_attention: int = 0,
     num_multi_image: int = 0,
     num_clip: int = 0,
+    num_multi_image_sft: int = 0,
+    num_clip_sft: int = 0,
 ) -> DatasetDict:
     """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding`` /
     ``attention`` splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` / ``num_attention`` > 0 (see
-    :func:`generate_split`), and ``multi`` / ``clip`` splits when ``num_multi_image`` / ``num_clip`` > 0 (see
-    :func:`generate_multi_split`).
+    :func:`generate_split`), and ``multi`` / ``clip`` / ``multi_sft`` / ``clip_sft`` splits when ``num_multi_image``
+    / ``num_clip`` / ``num_multi_image_sft`` / ``num_clip_sft`` > 0 (see :func:`generate_multi_split`).
 
     With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
     a swatch that says the answer, a further ``decoy_conflict_fraction`` one that says a wrong answer, and ``eval`` is replaced by two held-out splits of the same ``num_eval`` scenes:
@@ -819,6 +857,10 @@ def generate_synthetic(
         splits["multi"] = generate_multi_split("multi", num_multi_image, seed, config)
     if num_clip:
         splits["clip"] = generate_multi_split("clip", num_clip, seed, config)
+    if num_multi_image_sft:
+        splits["multi_sft"] = generate_multi_split("multi_sft", num_multi_image_sft, seed, config)
+    if num_clip_sft:
+        splits["clip_sft"] = generate_multi_split("clip_sft", num_clip_sft, seed, config)
     return DatasetDict(splits)
 
 
@@ -871,6 +913,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "frame); 0: none.",
     )
     parser.add_argument(
+        "--num_multi_image_sft",
+        type=int,
+        default=0,
+        help="Rows in the multi_sft split (the multi question on other scenes, laid out for the SFT cold start with "
+        "reasoning); 0: none.",
+    )
+    parser.add_argument(
+        "--num_clip_sft",
+        type=int,
+        default=0,
+        help="Rows in the clip_sft split (the clip question on other clips, laid out for the SFT cold start with "
+        "reasoning, the frames given as images); 0: none.",
+    )
+    parser.add_argument(
         "--decoy_fraction",
         type=float,
         default=None,
@@ -888,7 +944,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
     counts = ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding", "num_attention")
-    for name in (*counts, "num_multi_image", "num_clip"):
+    for name in (*counts, "num_multi_image", "num_clip", "num_multi_image_sft", "num_clip_sft"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     if args.decoy_fraction is not None and not 0.0 <= args.decoy_fraction <= 1.0:
@@ -914,6 +970,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_attention=args.num_attention,
         num_multi_image=args.num_multi_image,
         num_clip=args.num_clip,
+        num_multi_image_sft=args.num_multi_image_sft,
+        num_clip_sft=args.num_clip_sft,
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})

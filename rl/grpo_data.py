@@ -40,8 +40,5 @@ def load_grpo_dataset(
 def grpo_prompt(row: dict, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
     """The conversational prompt of one row: one image placeholder per image of its `images` list (a clip's frames
     are its images), or one for its single `image`, then the question."""
-    messages = prompt_messages(row["problem"], system_prompt)
     count = len(row["images"]) if row.get("images") is not None else 1
-    user = messages[-1]
-    image_block, *rest = user["content"]
-    return messages[:-1] + [{**user, "content": [image_block] * count + rest}]
+    return prompt_messages(row["problem"], system_prompt, images=count)

@@ -2,7 +2,8 @@
 on the evidence boxes (a training-time counterpart of the energy-based pointing game).
 
 For each row, each chosen decoder layer and each token the assistant writes, the head-averaged attention over the
-row's image tokens is scored by how much of it falls on the evidence, a token counting by the fraction of its patch
+row's image tokens (of all its images: attention on an image without evidence counts outside) is scored by how much
+of it falls on the evidence, a token counting by the fraction of its patch
 that the boxes cover (what energy-PG of the token map upsampled to pixels would give). The loss is minus the log of
 that fraction, averaged over the answer's tokens, the layers and the rows that have boxes. It reads the attention
 probabilities, so it needs eager attention; it is meant for pre-training small models such as the embedded tiny base
@@ -37,19 +38,33 @@ def evidence_coverage(boxes: Sequence[Sequence[float]], grid: tuple[int, int]) -
     return coverage.clamp(max=1).flatten().float()
 
 
-def row_coverage(boxes: Any, grids: Sequence[ImageGrid], row: int) -> torch.Tensor | None:
-    """The coverage of every image token of one row (leading tokens off the grid count 0), or None without boxes.
+def row_coverage(
+    boxes: Any, grids: Sequence[ImageGrid], row: int, box_images: Sequence[int] | None = None
+) -> torch.Tensor | None:
+    """The coverage of every image token of one row, its images in order (leading tokens off a grid count 0, and so
+    does every token of an image without evidence), or None without boxes.
 
-    Boxes are tied to the row's one image; a row with several images is refused, naming it.
+    ``box_images`` ties each box to the image it lies on (the row's ``bbox_image``); without it every box lies on
+    the row's one image, and a row of several images is refused, naming it.
     """
     if boxes is None or len(boxes) == 0:
         return None
-    if len(grids) != 1:
+    if box_images is None:
+        if len(grids) != 1:
+            raise ValueError(
+                f"row {row}: {len(grids)} images but no `bbox_image` to say which image each `bbox` box lies on"
+            )
+        box_images = [0] * len(boxes)
+    if len(box_images) != len(boxes) or any(not 0 <= index < len(grids) for index in box_images):
         raise ValueError(
-            f"row {row}: attention grounding ties the `bbox` boxes to one image, the row has {len(grids)} images"
+            f"row {row}: `bbox_image` {list(box_images)} must give one image index in 0..{len(grids) - 1} per "
+            f"`bbox` box ({len(boxes)} boxes)"
         )
-    (grid,) = grids
-    return torch.cat([torch.zeros(grid.skip_leading), evidence_coverage(boxes, grid.grid)])
+    parts = []
+    for index, grid in enumerate(grids):
+        own = [box for box, on in zip(boxes, box_images) if on == index]
+        parts += [torch.zeros(grid.skip_leading), evidence_coverage(own, grid.grid)]
+    return torch.cat(parts)
 
 
 def attention_grounding_loss(

@@ -38,7 +38,7 @@ def load_sft_dataset(
             if on_bad_row == "error":
                 raise ValueError(f"--dataset_name {name}: {len(unreadable)} unreadable line(s): {lines}")
             logger.warning("--dataset_name %s: skipped %d unreadable line(s): %s", name, len(unreadable), lines)
-        dataset = records if isinstance(records, datasets.Dataset) else datasets.Dataset.from_list(list(records))
+        dataset = records if isinstance(records, datasets.Dataset) else _rows_to_dataset(list(records))
         missing = {"messages", "images"} - set(dataset.column_names)
         if missing:
             raise ValueError(
@@ -61,3 +61,10 @@ def _with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
     """``messages`` with the text of their system turn (the first message) replaced by ``system_prompt``."""
     system, *rest = messages
     return [{**system, "content": [{"type": "text", "text": system_prompt}]}, *rest]
+
+
+def _rows_to_dataset(rows: list[dict]) -> datasets.Dataset:
+    """Rows that may differ in their columns (splits joined with ``+``: single-image rows beside rows of several
+    images with `bbox_image`) as one data set, a column a row lacks being None there."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return datasets.Dataset.from_list([{name: row.get(name) for name in names} for row in rows])

@@ -21,14 +21,16 @@ from .sft_data import load_sft_dataset
 
 
 class EvidenceBoxesCollator:
-    """Wraps TRL's collator: the batch also carries each row's `bbox` boxes as `evidence_boxes` (a list)."""
+    """Wraps TRL's collator: the batch also carries each row's `bbox` boxes as `evidence_boxes` and, for rows of
+    several images, the image each box lies on (`bbox_image`) as `evidence_images` (lists, None where absent)."""
 
     def __init__(self, collator: Callable[[list[dict]], dict]):
         self.collator = collator
 
     def __call__(self, examples: list[dict]) -> dict:
         boxes = [example.get("bbox") for example in examples]
-        return {**self.collator(examples), "evidence_boxes": boxes}
+        images = [example.get("bbox_image") for example in examples]
+        return {**self.collator(examples), "evidence_boxes": boxes, "evidence_images": images}
 
 
 class VLMSFTTrainer(ExactResumeMixin, SFTTrainer):
@@ -52,6 +54,7 @@ class VLMSFTTrainer(ExactResumeMixin, SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         boxes = inputs.pop("evidence_boxes", None)
+        box_images = inputs.pop("evidence_images", None) or [None] * len(boxes or ())
         if self.attention_grounding_weight == 0 or boxes is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with recorded_attention(self.grounded_blocks) as attentions:
@@ -59,7 +62,8 @@ class VLMSFTTrainer(ExactResumeMixin, SFTTrainer):
         counts = (inputs["input_ids"] == self.adapter.image_token_id).sum(1).tolist()
         grids = self.adapter.image_grids(inputs, counts)
         coverages = [
-            row_coverage(row_boxes, row_grids, row) for row, (row_boxes, row_grids) in enumerate(zip(boxes, grids))
+            row_coverage(row_boxes, row_grids, row, row_images)
+            for row, (row_boxes, row_grids, row_images) in enumerate(zip(boxes, grids, box_images))
         ]
         grounding = attention_grounding_loss(
             attentions[: len(self.grounded_blocks)],

@@ -215,6 +215,27 @@ def test_a_missing_split_of_a_saved_dataset_dict_is_named_with_the_ones_it_has(t
         read_records(tmp_path / "data", "caption")
 
 
+def test_splits_joined_with_a_plus_are_read_in_turn_each_row_with_its_own_columns(tmp_path):
+    data = generate_synthetic(3, 2, 2, seed=0, num_multi_image=2)
+    data.save_to_disk(str(tmp_path / "data"))
+    same = read_records(tmp_path / "data", "rl+rl")  # same columns: one data set
+    ids = {name: list(data[name]["question_id"]) for name in ("rl", "multi")}
+    assert isinstance(same, Dataset) and list(same["question_id"]) == ids["rl"] * 2
+    mixed = read_records(tmp_path / "data", "rl+multi")
+    assert [row["question_id"] for row in mixed] == ids["rl"] + ids["multi"]
+    assert "images" not in mixed[0] and "image" not in mixed[-1]
+    rows, report = load_source("saliency_r1", tmp_path / "data", split="multi+rl", kind="rl")
+    assert not report.issues and [len(images) for images in rows["images"]] == [2, 3, 1, 1]
+    with pytest.raises(ValueError, match=r"no split 'clip'; it has"):
+        read_records(tmp_path / "data", "rl+clip")
+    with pytest.raises(ValueError, match=r"split 'rl\+': an empty split name"):
+        read_records(tmp_path / "data", "rl+")
+    _save_png(tmp_path / "a.png")
+    file = _jsonl(tmp_path / "rows.jsonl", [{"image": "a.png", "problem": "?", "solution": "x", "bbox": "[]"}])
+    with pytest.raises(ValueError, match="joining splits needs a save_to_disk folder or a hub data set, not a file"):
+        read_records(file, "train+test")
+
+
 def _broken_jsonl(path):
     good = {"image": "a.png", "problem": "What is red?", "solution": "box", "bbox": "[0.1, 0.2, 0.5, 0.6]"}
     lines = [

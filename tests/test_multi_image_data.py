@@ -9,7 +9,7 @@ from datasets import load_from_disk
 from PIL import Image
 
 from data_tools import validate_rows
-from data_tools.schema import MULTI_EVAL_FEATURES, MULTI_RL_FEATURES, RL_FEATURES
+from data_tools.schema import MULTI_EVAL_FEATURES, MULTI_RL_FEATURES, MULTI_SFT_FEATURES, RL_FEATURES
 from data_tools.synthetic import (
     CLIP_FRAMES,
     COLORS,
@@ -166,9 +166,13 @@ def test_the_moving_shape_has_an_exact_box_on_every_frame_and_the_rest_stays(ind
 def test_multi_and_clip_splits_come_only_when_asked_and_leave_the_others_byte_identical(tmp_path):
     base = ["--num_sft", "3", "--num_rl", "3", "--num_eval", "2", "--seed", "4"]
     main(["--output_dir", str(tmp_path / "plain"), *base])
-    main(["--output_dir", str(tmp_path / "mixed"), *base, "--num_multi_image", "3", "--num_clip", "2"])
+    main(
+        ["--output_dir", str(tmp_path / "mixed"), *base, "--num_multi_image", "3", "--num_clip", "2",
+         "--num_multi_image_sft", "2", "--num_clip_sft", "2"]
+    )  # fmt: skip
     plain, mixed = load_from_disk(str(tmp_path / "plain")), load_from_disk(str(tmp_path / "mixed"))
-    assert set(plain) == {"sft", "rl", "eval"} and set(mixed) == {"sft", "rl", "eval", "multi", "clip"}
+    assert set(plain) == {"sft", "rl", "eval"}
+    assert set(mixed) == {"sft", "rl", "eval", "multi", "clip", "multi_sft", "clip_sft"}
     for name in plain:
         digests = [
             hashlib.sha256((tmp_path / d / name / "data-00000-of-00001.arrow").read_bytes()).digest()
@@ -178,3 +182,21 @@ def test_multi_and_clip_splits_come_only_when_asked_and_leave_the_others_byte_id
     assert mixed["multi"].features == MULTI_RL_FEATURES and len(mixed["clip"]) == 2
     again = generate_multi_split("clip", 2, seed=4)
     assert again.data.table.equals(mixed["clip"].data.table)
+
+
+@pytest.mark.parametrize("split", ["multi_sft", "clip_sft"])
+def test_sft_rows_of_several_images_reason_about_the_image_their_boxes_lie_on(split):
+    sft = generate_multi_split(split, 6, seed=4)
+    rl = generate_multi_split(split.removesuffix("_sft"), 6, seed=4)
+    assert sft.features == MULTI_SFT_FEATURES
+    for row, other in zip(sft, rl):
+        _, user, assistant = row["messages"]
+        assert [block["type"] for block in user["content"]] == ["image"] * len(row["images"]) + ["text"]
+        reasoning, answer = assistant["content"][0]["text"].removeprefix("<think>").split("</think>")
+        assert len(row["bbox"]) == len(row["bbox_image"]) and set(row["bbox_image"]) <= set(range(len(row["images"])))
+        if split == "multi_sft":
+            (on,) = row["bbox_image"]
+            assert answer == str(on + 1) and f"in image {answer}," in reasoning
+        else:
+            assert row["bbox_image"] == list(range(CLIP_FRAMES)) and reasoning.endswith(f"It is {answer}.")
+        assert row["images"] != other["images"]  # its own random stream: other scenes than the GRPO split

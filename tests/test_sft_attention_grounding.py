@@ -32,12 +32,34 @@ def test_coverage_is_the_fraction_of_each_cell_inside_the_boxes():
     assert overlapping.tolist() == [1.0, 0.0, 0.0, 0.0]  # clipped at 1
 
 
-def test_row_coverage_puts_leading_tokens_off_the_grid_and_refuses_several_images():
+def test_row_coverage_puts_leading_tokens_off_the_grid_and_needs_the_image_of_each_box_with_several():
     grid = ImageGrid(num_tokens=5, grid=(2, 2), pixels=(28, 28), skip_leading=1)
     assert row_coverage([[0.5, 0.5, 1.0, 1.0]], [grid], 0).tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]
     assert row_coverage([], [grid], 0) is None
-    with pytest.raises(ValueError, match="row 3: .* 2 images"):
+    with pytest.raises(ValueError, match="row 3: 2 images but no `bbox_image`"):
         row_coverage([[0.0, 0.0, 1.0, 1.0]], [grid, grid], 3)
+    with pytest.raises(ValueError, match=r"row 3: `bbox_image` \[2\] must give one image index in 0..1"):
+        row_coverage([[0.0, 0.0, 1.0, 1.0]], [grid, grid], 3, [2])
+
+
+def test_with_several_images_each_box_covers_only_its_own_images_tokens():
+    small = ImageGrid(num_tokens=4, grid=(2, 2), pixels=(28, 28))
+    wide = ImageGrid(num_tokens=3, grid=(1, 2), pixels=(28, 56), skip_leading=1, index=1)
+    boxes = [[0.5, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]]
+    coverage = row_coverage(boxes, [small, wide, small], 0, [2, 1]).tolist()
+    # image 0 has no evidence; image 1 (a leading token, then a 1 x 2 grid): half of its left cell;
+    # image 2: its right column
+    assert coverage == [0.0] * 4 + [0.0, 0.5, 0.0] + [0.0, 1.0, 0.0, 1.0]
+
+
+def test_attention_on_an_image_without_evidence_counts_outside():
+    # the toy row's 4 image tokens as two images of 2 tokens, the evidence wholly on the second
+    input_ids, labels = toy_batch()
+    grid = ImageGrid(num_tokens=2, grid=(1, 2), pixels=(28, 56))
+    coverage = row_coverage([[0.0, 0.0, 1.0, 1.0]], [grid, grid], 0, [1])
+    on_first = attention_with(torch.tensor([0.4, 0.4, 0.1, 0.1]))
+    loss = attention_grounding_loss([on_first], input_ids, labels, 9, [coverage])
+    assert loss.item() == pytest.approx(-math.log(0.2), rel=1e-4)
 
 
 def toy_batch():
@@ -126,9 +148,12 @@ def test_recorded_attention_keeps_each_blocks_weights_and_always_removes_its_hoo
 @pytest.fixture(scope="module")
 def grounding_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("grounding") / "data"
-    data = generate_synthetic(num_sft=8, num_rl=0, num_eval=0, seed=3, num_grounding=8)
+    data = generate_synthetic(
+        num_sft=8, num_rl=0, num_eval=0, seed=3, num_grounding=8, num_multi_image_sft=4, num_clip_sft=4
+    )
     unboxed = data["sft"].remove_columns("bbox")  # like converted public cold-start data
-    DatasetDict({"unboxed": unboxed, "grounding": data["grounding"]}).save_to_disk(str(folder))
+    splits = {"unboxed": unboxed, **{name: data[name] for name in ("grounding", "multi_sft", "clip_sft")}}
+    DatasetDict(splits).save_to_disk(str(folder))
     return folder
 
 
@@ -165,6 +190,21 @@ def test_the_trainer_adds_the_weighted_grounding_loss_to_the_token_loss(tiny_mod
         )
     )  # fmt: skip
     assert last_layer_only["attention_grounding_loss"] != pytest.approx(grounding)
+
+
+def test_the_grounding_loss_trains_on_joined_splits_of_single_and_several_images(
+    tiny_model_dir, grounding_data, tmp_path
+):
+    mix = ("--dataset_train_split", "grounding+multi_sft+clip_sft", "--per_device_train_batch_size", "16")
+    plain = first_log(run_sft(*sft_args(tiny_model_dir, grounding_data, tmp_path / "plain", *mix)))
+    weighted = first_log(
+        run_sft(*sft_args(tiny_model_dir, grounding_data, tmp_path / "w", *mix, "--attention_grounding_weight", "1.0"))
+    )
+    grounding = weighted["attention_grounding_loss"]
+    assert grounding > 0.1 and math.isfinite(grounding)
+    assert math.isclose(weighted["loss"] - plain["loss"], grounding, rel_tol=1e-3)
+    single = first_log(run_sft(*sft_args(tiny_model_dir, grounding_data, tmp_path / "one", *mix[2:])))
+    assert plain["num_tokens"] > 2 * single["num_tokens"]  # the 8 rows of 2-4 images were trained on too
 
 
 @pytest.mark.parametrize(
