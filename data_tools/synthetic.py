@@ -845,23 +845,36 @@ def generate_synthetic(
         splits["conflict"] = generate_split("eval", num_eval, seed, config, cue="conflict")
     else:
         splits["eval"] = generate_split("eval", num_eval, seed, config)
-    if num_caption:
-        splits["caption"] = generate_split("caption", num_caption, seed, config)
-    if num_perception:
-        splits["perception"] = generate_split("perception", num_perception, seed, config)
-    if num_grounding:
-        splits["grounding"] = generate_split("grounding", num_grounding, seed, config)
-    if num_attention:
-        splits["attention"] = generate_split("attention", num_attention, seed, config)
-    if num_multi_image:
-        splits["multi"] = generate_multi_split("multi", num_multi_image, seed, config)
-    if num_clip:
-        splits["clip"] = generate_multi_split("clip", num_clip, seed, config)
-    if num_multi_image_sft:
-        splits["multi_sft"] = generate_multi_split("multi_sft", num_multi_image_sft, seed, config)
-    if num_clip_sft:
-        splits["clip_sft"] = generate_multi_split("clip_sft", num_clip_sft, seed, config)
+    single = {
+        "caption": num_caption,
+        "perception": num_perception,
+        "grounding": num_grounding,
+        "attention": num_attention,
+    }
+    several = {"multi": num_multi_image, "clip": num_clip, "multi_sft": num_multi_image_sft, "clip_sft": num_clip_sft}
+    splits.update({name: generate_split(name, rows, seed, config) for name, rows in single.items() if rows})
+    splits.update({name: generate_multi_split(name, rows, seed, config) for name, rows in several.items() if rows})
     return DatasetDict(splits)
+
+
+OPTIONAL_SPLIT_FLAGS: dict[str, str] = {
+    "num_caption": "Rows in the caption split (perception pre-training)",
+    "num_perception": "Rows in the perception split (pre-training of the tiny base: captions, pointing, reading, short "
+    "answers)",
+    "num_grounding": "Rows in the grounding split (second pre-training stage of the tiny base: pointing and reading on "
+    "full scenes, a quarter perception rows)",
+    "num_attention": "Rows in the attention split (third pre-training stage of the tiny base, with the "
+    "attention-grounding loss: pointing, reading and the scenes' own questions on full scenes, a third each)",
+    "num_multi_image": "Rows in the multi split (2-3 images per row: in which image is the asked shape; the box on its "
+    "image)",
+    "num_clip": f"Rows in the clip split ({CLIP_FRAMES} frames, one shape moves: what colour is it; its box on every "
+    "frame)",
+    "num_multi_image_sft": "Rows in the multi_sft split (the multi question on other scenes, laid out for the SFT cold "
+    "start with reasoning)",
+    "num_clip_sft": "Rows in the clip_sft split (the clip question on other clips, laid out for the SFT cold start with "
+    "reasoning, the frames given as images)",
+}
+"""``python -m data_tools.synthetic`` flags of the splits written only when asked for, with their help."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -874,58 +887,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_sft", type=int, default=2000, help="Rows in the SFT (cold start) split.")
     parser.add_argument("--num_rl", type=int, default=2000, help="Rows in the RL split.")
     parser.add_argument("--num_eval", type=int, default=200, help="Rows in the held-out evaluation split.")
-    parser.add_argument(
-        "--num_caption", type=int, default=0, help="Rows in the caption split (perception pre-training); 0: none."
-    )
-    parser.add_argument(
-        "--num_perception",
-        type=int,
-        default=0,
-        help="Rows in the perception split (pre-training of the tiny base: captions, pointing, reading, short "
-        "answers); 0: none.",
-    )
-    parser.add_argument(
-        "--num_grounding",
-        type=int,
-        default=0,
-        help="Rows in the grounding split (second pre-training stage of the tiny base: pointing and reading on "
-        "full scenes, a quarter perception rows); 0: none.",
-    )
-    parser.add_argument(
-        "--num_attention",
-        type=int,
-        default=0,
-        help="Rows in the attention split (third pre-training stage of the tiny base, with the attention-grounding "
-        "loss: pointing, reading and the scenes' own questions on full scenes, a third each); 0: none.",
-    )
-    parser.add_argument(
-        "--num_multi_image",
-        type=int,
-        default=0,
-        help="Rows in the multi split (2-3 images per row: in which image is the asked shape; the box on its "
-        "image); 0: none.",
-    )
-    parser.add_argument(
-        "--num_clip",
-        type=int,
-        default=0,
-        help=f"Rows in the clip split ({CLIP_FRAMES} frames, one shape moves: what colour is it; its box on every "
-        "frame); 0: none.",
-    )
-    parser.add_argument(
-        "--num_multi_image_sft",
-        type=int,
-        default=0,
-        help="Rows in the multi_sft split (the multi question on other scenes, laid out for the SFT cold start with "
-        "reasoning); 0: none.",
-    )
-    parser.add_argument(
-        "--num_clip_sft",
-        type=int,
-        default=0,
-        help="Rows in the clip_sft split (the clip question on other clips, laid out for the SFT cold start with "
-        "reasoning, the frames given as images); 0: none.",
-    )
+    for name, help_text in OPTIONAL_SPLIT_FLAGS.items():
+        parser.add_argument(f"--{name}", type=int, default=0, help=f"{help_text}; 0: none.")
     parser.add_argument(
         "--decoy_fraction",
         type=float,
@@ -943,8 +906,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same bytes.")
     parser.add_argument("--image_size", type=int, default=168, help="Side of the square images in pixels.")
     args = parser.parse_args(argv)
-    counts = ("num_sft", "num_rl", "num_eval", "num_caption", "num_perception", "num_grounding", "num_attention")
-    for name in (*counts, "num_multi_image", "num_clip", "num_multi_image_sft", "num_clip_sft"):
+    for name in ("num_sft", "num_rl", "num_eval", *OPTIONAL_SPLIT_FLAGS):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     if args.decoy_fraction is not None and not 0.0 <= args.decoy_fraction <= 1.0:
@@ -962,16 +924,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.num_eval,
         args.seed,
         config,
-        args.num_caption,
-        args.num_perception,
-        args.num_grounding,
-        1.0 if args.decoy_fraction is None else args.decoy_fraction,
-        args.decoy_conflict_fraction,
-        num_attention=args.num_attention,
-        num_multi_image=args.num_multi_image,
-        num_clip=args.num_clip,
-        num_multi_image_sft=args.num_multi_image_sft,
-        num_clip_sft=args.num_clip_sft,
+        decoy_fraction=1.0 if args.decoy_fraction is None else args.decoy_fraction,
+        decoy_conflict_fraction=args.decoy_conflict_fraction,
+        **{name: getattr(args, name) for name in OPTIONAL_SPLIT_FLAGS},
     )
     # datasets cannot load a split of 0 rows back from disk, so a split asked with 0 rows is not written
     data = DatasetDict({name: split for name, split in data.items() if len(split)})
