@@ -10,9 +10,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from grpo_helpers import RecordInputs, short_grpo_args
 from safetensors.torch import load_file
-from steering import steer_to
-from test_rl import RecordInputs
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from data_tools import generate_synthetic
@@ -47,22 +46,13 @@ def train(model_dir, out, capture: str) -> tuple[SaliencyGRPOTrainer, RecordInpu
     )
     funcs = get_reward_funcs(("format", "accuracy", "saliency"))
     recorder = RecordInputs()
-    args = SaliencyGRPOConfig(
-        output_dir=str(out),
-        max_steps=1,
+    args = short_grpo_args(
+        out,
+        steer=REASONED,
+        tokenizer=processor.tokenizer,
         per_device_train_batch_size=8,
-        num_generations=2,
-        max_completion_length=24,
-        learning_rate=1e-5,
         reward_weights=[1.0, 1.0, 1.0, 0.0],
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
         saliency_capture=capture,
-        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, REASONED)},
     )
     trainer = SaliencyGRPOTrainer(
         model=model,

@@ -161,30 +161,22 @@ def test_maps_equal_the_reference(real_model):
 
 @pytest.mark.slow
 def test_grpo_step_with_lora_r16_on_q_and_v(synthetic_data_dir, tmp_path):
-    from steering import steer_to
+    from grpo_helpers import short_grpo_args
 
     from rewards import get_reward_funcs
-    from rl import SaliencyGRPOConfig, SaliencyGRPOTrainer, load_grpo_dataset
+    from rl import SaliencyGRPOTrainer, load_grpo_dataset
 
     # float32: this CPU has no bf16 instructions (no AVX512-BF16 / AMX), where bf16 matmuls are emulated and slow.
     model, processor = build_real_shape("qwen2_5_vl_3b", num_layers=1, vision_depth=2)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in trained)
-    args = SaliencyGRPOConfig(
-        output_dir=str(tmp_path),
-        max_steps=1,
+    args = short_grpo_args(
+        tmp_path,
+        steer="<think>The circle is red.</think>red",
+        tokenizer=processor.tokenizer,
         per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=24,
         learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, "<think>The circle is red.</think>red")},
     )
     trainer = SaliencyGRPOTrainer(
         model=model,

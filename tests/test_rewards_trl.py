@@ -4,7 +4,7 @@ data; TRL weighs them with `reward_weights`."""
 import math
 
 import pytest
-from steering import steer_to
+from grpo_helpers import RecordInputs, short_grpo_args
 from trl import GRPOConfig, GRPOTrainer
 
 from data_tools import SYSTEM_PROMPT, generate_synthetic
@@ -27,19 +27,6 @@ def with_prompt(row):
     }
 
 
-class RecordInputs:
-    """A reward of weight 0 that keeps what TRL passed, to check the real rewards against afterwards."""
-
-    __name__ = "record_inputs"
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, prompts, completions, completion_ids=None, **columns):
-        self.calls.append((completions, columns))
-        return [0.0] * len(completions)
-
-
 @pytest.mark.slow
 def test_text_rewards_in_a_plain_grpo_trainer(tmp_path):
     model_dir = build_tiny_vlm(tmp_path / "model", family="qwen2_5_vl", texts=TOKENIZER_TEXTS)
@@ -49,21 +36,15 @@ def test_text_rewards_in_a_plain_grpo_trainer(tmp_path):
     dataset = dataset.map(lambda row, index: {"solution": "red" if index % 2 else "blue"}, with_indices=True)
     recorder = RecordInputs()
     reward_funcs = [*get_reward_funcs(["format", "accuracy", "iou"]), recorder]
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "out"),
+    args = short_grpo_args(
+        tmp_path / "out",
+        steer="<think>red</think>red",
+        tokenizer=processor.tokenizer,
+        config_class=GRPOConfig,  # TRL's own trainer and config: the rewards need nothing of ours
         max_steps=2,
         per_device_train_batch_size=4,  # 2 prompts x 2 generations per step: one pass over the 4 rows
-        num_generations=2,
         max_completion_length=8,
-        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, "<think>red</think>red")},
-        learning_rate=1e-5,
         reward_weights=[1.0, 1.0, 0.5, 0.0],
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
     )
     trainer = GRPOTrainer(
         model=str(model_dir),
@@ -76,7 +57,8 @@ def test_text_rewards_in_a_plain_grpo_trainer(tmp_path):
 
     logs = [entry for entry in trainer.state.log_history if "reward" in entry]
     assert len(logs) == len(recorder.calls) == 2  # one generation batch per step
-    for entry, (completions, columns) in zip(logs, recorder.calls):
+    for entry, columns in zip(logs, recorder.calls):
+        completions = columns["completions"]
         # TRL hands over conversational completions and the dataset columns the rewards read.
         assert all(message["role"] == "assistant" for completion in completions for message in completion)
         assert {"solution", "bbox", "image"} <= set(columns)

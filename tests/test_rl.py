@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 import trl
+from grpo_helpers import RecordInputs, short_grpo_args
 from resume_helpers import assert_same_weights, kill_after_checkpoint, logged
-from steering import steer_to
 from trl import GRPOTrainer, ModelConfig
 
 from rewards import get_reward_funcs
@@ -27,19 +27,6 @@ from vlm import load_model_and_processor
 
 REPO = Path(__file__).resolve().parents[1]
 REASONED = "<think>The red circle is at the top left.</think>red"
-
-
-class RecordInputs:
-    """A reward of weight 0 that keeps the columns TRL passed to the rewards."""
-
-    __name__ = "record_inputs"
-
-    def __init__(self):
-        self.calls: list[dict] = []
-
-    def __call__(self, prompts, completions, completion_ids=None, **columns):
-        self.calls.append({"completions": completions, **columns})
-        return [0.0] * len(completions)
 
 
 def make_trainer(
@@ -60,24 +47,16 @@ def make_trainer(
     )
     funcs = get_reward_funcs(rewards, iou_coordinate_frame=iou_frame)
     recorder = RecordInputs()
-    args = SaliencyGRPOConfig(
-        output_dir=str(out),
+    args = short_grpo_args(
+        out,
+        steer=steer,
+        tokenizer=processor.tokenizer,
         max_steps=steps,
         per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=24,
-        learning_rate=1e-5,
         reward_weights=[*[1.0] * len(funcs), 0.0],
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
         saliency_capture=capture,
         saliency_layers=layers,
         log_saliency_metrics=log_maps,
-        generation_kwargs={"sequence_bias": steer_to(processor.tokenizer, steer)},
     )
     dataset = load_grpo_dataset(str(data_dir), split="rl").select(range(4))
     trainer = SaliencyGRPOTrainer(

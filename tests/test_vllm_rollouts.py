@@ -32,8 +32,9 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from grpo_helpers import RecordInputs, short_grpo_args
 from steering import steer_to
-from test_rl import REASONED, RecordInputs
+from test_rl import REASONED
 from trl import ModelConfig, TrlParser
 from trl.generation import vllm_generation
 
@@ -267,21 +268,13 @@ def make_trainer(model_dir, rows, out, *, vllm_mode: str | None) -> tuple[Salien
     funcs = get_reward_funcs(("format", "accuracy", "saliency"))
     recorder = RecordInputs()
     vllm = {"use_vllm": True, "vllm_mode": vllm_mode} if vllm_mode else {}
-    args = SaliencyGRPOConfig(
-        output_dir=str(out),
-        max_steps=1,
+    args = short_grpo_args(
+        out,
+        steer=None if vllm_mode else REASONED,
+        tokenizer=processor.tokenizer,
         per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=24,
         learning_rate=1e-3,
         reward_weights=[1.0, 1.0, 1.0, 0.0],
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        generation_kwargs=None if vllm_mode else {"sequence_bias": steer_to(processor.tokenizer, REASONED)},
         **vllm,
     )
     trainer = SaliencyGRPOTrainer(
