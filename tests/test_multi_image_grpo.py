@@ -118,7 +118,8 @@ def test_the_mix_recipes_run_the_cold_start_then_grpo_on_joined_splits(tmp_path)
     log = next(entry for entry in state["log_history"] if "reward" in entry)
     # (one SFT step does not teach the format, so most completions have no map to score: reward 0, never NaN)
     assert (
-        all(math.isfinite(v) for v in log.values() if isinstance(v, float)) and "rewards/saliency_energy_pg_if_correct/mean" in log
+        all(math.isfinite(v) for v in log.values() if isinstance(v, float))
+        and "rewards/saliency_energy_pg_if_correct/mean" in log
     )
     after = load_file(tmp_path / "grpo" / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in after.values())
