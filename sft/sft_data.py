@@ -45,6 +45,8 @@ def load_sft_dataset(
                 f"--dataset_name {name!r} split {split!r} has no column(s) {sorted(missing)}; conversational SFT rows "
                 "need `messages` and `images` (use --dataset_source llava_cot/mulberry for public cold-start JSON)"
             )
+        if "bbox_image" in dataset.column_names:
+            _check_box_images(dataset, f"--dataset_name {name!r} split {split!r}")
         return dataset.cast_column("images", datasets.List(datasets.Image()))
     dataset, report = load_source(
         source, name, image_dir=image_dir, split=split, kind="sft", max_image_side=max_image_side, on_bad_row=on_bad_row
@@ -68,3 +70,20 @@ def _rows_to_dataset(rows: list[dict]) -> datasets.Dataset:
     images with `bbox_image`) as one data set, a column a row lacks being None there."""
     names = list(dict.fromkeys(name for row in rows for name in row))
     return datasets.Dataset.from_list([{name: row.get(name) for name in names} for row in rows])
+
+
+def _check_box_images(dataset: datasets.Dataset, where: str) -> None:
+    """Refuse, naming every bad row, a `bbox_image` that does not give one index into the row's images per box."""
+    bad = []
+    columns = [name for name in ("images", "bbox", "bbox_image", "question_id") if name in dataset.column_names]
+    for index, row in enumerate(dataset.select_columns(columns)):
+        boxes, on, count = row.get("bbox") or [], row["bbox_image"], len(row["images"] or [])
+        if on is None:
+            if count > 1 and boxes:
+                bad.append(f"row {index} ({row.get('question_id')}): {count} images but no `bbox_image`")
+        elif len(on) != len(boxes) or any(not 0 <= i < count for i in on):
+            bad.append(
+                f"row {index} ({row.get('question_id')}): `bbox_image` {on} for {len(boxes)} boxes on {count} images"
+            )
+    if bad:
+        raise ValueError(f"{where}: {len(bad)} row(s) whose boxes do not say their image: " + "; ".join(bad))

@@ -20,6 +20,7 @@ from sft.attention_grounding import (
     recorded_attention,
     row_coverage,
 )
+from sft.sft_data import load_sft_dataset
 
 
 def test_coverage_is_the_fraction_of_each_cell_inside_the_boxes():
@@ -222,3 +223,13 @@ def test_what_the_grounding_loss_cannot_use_is_refused_by_name(
     args = sft_args(tiny_model_dir, grounding_data, tmp_path / "out", "--attention_grounding_weight", "1.0", *extra)
     with pytest.raises(ValueError, match=message):
         run_sft(*args)
+
+
+def test_a_box_tied_to_an_image_the_row_lacks_is_refused_by_row_before_training(tmp_path):
+    rows = generate_synthetic(num_sft=0, num_rl=0, num_eval=0, seed=3, num_multi_image_sft=3)["multi_sft"]
+    broken = rows.map(lambda row, index: {"bbox_image": [5] if index == 1 else row["bbox_image"]}, with_indices=True)
+    DatasetDict({"multi_sft": rows, "broken": broken}).save_to_disk(str(tmp_path / "data"))
+    assert len(load_sft_dataset(str(tmp_path / "data"), split="multi_sft")) == 3
+    with pytest.raises(ValueError, match=r"split 'broken': 1 row\(s\).*row 1 \(synthetic_shapes-multi_sft-3-000001\): "
+                       r"`bbox_image` \[5\] for 1 boxes on 3 images"):  # fmt: skip
+        load_sft_dataset(str(tmp_path / "data"), split="broken")
