@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .spans import CompletionSpans
 
@@ -46,15 +45,42 @@ class ImageMap:
     frames: tuple[int, int] | None = None
 
     def upsampled(self) -> np.ndarray:
-        """The map resized bilinearly to the image's (height, width), as float32 numpy."""
-        resized = F.interpolate(self.grid[None, None].float(), size=self.size, mode="bilinear", align_corners=False)
-        return resized[0, 0].numpy()
+        """The map resized bilinearly to the image's (height, width), mirrored at the edges, as float32 numpy.
+
+        Each cell's value sits at its centre and pixels between centres interpolate linearly (``torch`` bilinear
+        with ``align_corners=False``, which it equals there). Between the outermost centres and the image edge the
+        map is mirrored about those centres instead of held flat, so every cell's value peaks at its own centre,
+        also at the border: held flat, a border cell's peak became a plateau reaching the image edge, and the
+        pointing game, which asks every maximal pixel to lie in the boxes, missed an object beside the edge that
+        the map pointed at (BENCHMARKS.md, "The pointing game at the image border").
+        """
+        grid = self.grid.detach().cpu().double()
+        rows = _mirrored_bilinear(self.size[0], grid.shape[0])
+        cols = _mirrored_bilinear(self.size[1], grid.shape[1])
+        return (rows @ grid @ cols.T).float().numpy()
 
     def upsampled_mass(self) -> np.ndarray:
-        """:meth:`upsampled` scaled by grid cells / pixels: its pixel mean times the pixel count equals the grid's mean
-        times the cell count, so maps of images of different sizes compare as saliency per vision token."""
+        """:meth:`upsampled` scaled by grid cells / pixels: its pixel sum is about the grid's sum (exactly for a map
+        that is flat at the edges), so maps of images of different sizes compare as saliency per vision token."""
         cells, pixels = self.grid.numel(), self.size[0] * self.size[1]
         return self.upsampled() * np.float32(cells / pixels)
+
+
+def _mirrored_bilinear(size: int, cells: int) -> torch.Tensor:
+    """The ``(size, cells)`` matrix of linear interpolation weights that resizes ``cells`` samples to ``size``
+    pixels: pixel ``p`` reads source coordinate ``(p + 0.5) * cells / size - 0.5`` (cell centres at integers),
+    mirrored about the first and last centres when it falls outside them."""
+    source = (torch.arange(size, dtype=torch.float64) + 0.5) * cells / size - 0.5
+    if cells == 1:
+        return torch.ones(size, 1, dtype=torch.float64)
+    source = source.abs()
+    source = torch.where(source > cells - 1, 2 * (cells - 1) - source, source).clamp(0, cells - 1)
+    low = source.floor().long().clamp(max=cells - 2)
+    frac = source - low
+    weights = torch.zeros(size, cells, dtype=torch.float64)
+    weights[torch.arange(size), low] = 1 - frac
+    weights[torch.arange(size), low + 1] = frac
+    return weights
 
 
 @dataclass

@@ -5,11 +5,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from saliency_reference import END_THINK, IDS, IM_END, THINK, TOKENS, prompt_batch, text_inputs, tiny_vlm, vision_inputs
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from saliency import ImageLayout, SaliencyMaps, SaliencyTracer, adapter_for, effective_weight, find_spans
+from rewards import pointing_game
+from saliency import ImageLayout, ImageMap, SaliencyMaps, SaliencyTracer, adapter_for, effective_weight, find_spans
 from saliency.spans import CompletionSpans, SpecialTokens, prompt_opens_thinking
 
 COMPLETION = [THINK, 20, 21, END_THINK, 30, 31, IM_END]
@@ -97,6 +99,36 @@ def test_spans_on_token_ids():
     assert prompt_opens_thinking([1, THINK, END_THINK, 11, THINK, 12], TOKENS) == 4
 
 
+def test_upsampling_is_torch_bilinear_between_cell_centres_and_mirrored_beyond_them():
+    grid = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    image = ImageMap(grid, (60, 80)).upsampled()
+
+    def torch_bilinear(size):
+        return F.interpolate(grid[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+    # cells of 10 x 20 pixels: centres at rows 4.5 .. 54.5 and columns 9.5 .. 69.5
+    np.testing.assert_allclose(image[5:55, 10:70], torch_bilinear((60, 80))[5:55, 10:70], atol=1e-6)
+    # beyond them: the first pixel row reads source row -0.45, mirrored to 0.45; the last column 3.475, to 2.525
+    first_row = 0.55 * grid[0] + 0.45 * grid[1]
+    columns = F.interpolate(first_row[None, None, None], size=(1, 80), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(image[0, 10:70], columns[0, 0, 0, 10:70].numpy(), atol=1e-6)
+    rows = torch_bilinear((60, 4))  # rows resized, columns kept
+    np.testing.assert_allclose(image[5:55, -1], rows[5:55] @ np.array([0, 0, 0.475, 0.525]), atol=1e-6)
+    assert np.all(ImageMap(torch.full((3, 5), 2.5), (7, 11)).upsampled() == 2.5)
+    np.testing.assert_allclose(ImageMap(torch.tensor([[1.0, 3.0]]), (3, 4)).upsampled(), [[1.5, 1.5, 2.5, 2.5]] * 3)
+
+
+def test_a_border_cell_that_peaks_points_at_an_object_beside_the_edge():
+    grid = torch.zeros(6, 6)
+    grid[2, 0] = 1.0  # the map points at the cell of rows 56..83, columns 0..27 of a 168 x 168 image
+    beside_edge = [[4 / 168, 58 / 168, 36 / 168, 90 / 168]]  # an object 4 px from the left edge, over that cell
+    assert pointing_game(ImageMap(grid, (168, 168)).upsampled(), beside_edge) == 1.0
+    # held flat to the edge (torch's bilinear), the peak is a plateau over columns 0..13: 0..3 miss the box
+    flat = F.interpolate(grid[None, None], size=(168, 168), mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert pointing_game(flat, beside_edge) == 0.0
+    assert pointing_game(ImageMap(grid, (168, 168)).upsampled(), [[30 / 168, 58 / 168, 60 / 168, 90 / 168]]) == 0.0
+
+
 def test_maps_are_laid_out_row_major_and_upsampled_bilinearly():
     scores = torch.arange(2 * 7, dtype=torch.float32).reshape(2, 7) - 8  # token sums: -9, -7, ..., 1, 3
     maps = SaliencyMaps(
@@ -111,7 +143,9 @@ def test_maps_are_laid_out_row_major_and_upsampled_bilinearly():
     assert second.grid.item() == 3.0
     image = first.upsampled()
     assert image.shape == (20, 30) and image.dtype == np.float32
-    assert image[0, 0] == 0 and image[-1, -1] == 1 and 0 <= image.min() and image.max() <= 1
+    assert image[0, 0] == 0 and 0 <= image.min() and image.max() <= 1
+    # the one non-zero cell (row 1, column 2 of 10 x 10-pixel cells) peaks at its centre, not at the image corner
+    assert {tuple(p) for p in np.argwhere(image == image.max())} == {(14, 24), (14, 25), (15, 24), (15, 25)}
     np.testing.assert_allclose(second.upsampled(), 3.0, rtol=1e-6)
     with pytest.raises(IndexError, match=r"token indices must lie in \[0, 2\)"):
         maps.map_over([2])
