@@ -123,7 +123,9 @@ def test_zero3_lora_with_sampling_under_accelerate_runs_and_the_adapter_loads_wh
     logs = train_logs(out)
     assert [log["step"] for log in logs] == [1, 2]
     assert all(torch.isfinite(torch.tensor([log["loss"], log["entropy"]])).all() for log in logs)
-    assert any(log["loss"] != 0 and log["reward_std"] > 0 for log in logs)  # completions differed within a group
+    # completions differed within a group; the logged loss is not checked: on-policy it is about minus the mean
+    # advantage, 0 up to rounding to 4 digits, so its sign flips with any change to the rewards (lora_B below shows it trained)
+    assert any(log["reward_std"] > 0 for log in logs)
 
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
