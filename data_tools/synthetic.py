@@ -818,6 +818,7 @@ def generate_synthetic(
     decoy_fraction: float = 1.0,
     decoy_conflict_fraction: float = 0.0,
     num_attention: int = 0,
+    num_attention_count: int = 0,
     num_multi_image: int = 0,
     num_clip: int = 0,
     num_multi_image_sft: int = 0,
@@ -825,7 +826,8 @@ def generate_synthetic(
 ) -> DatasetDict:
     """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding`` /
     ``attention`` splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` / ``num_attention`` > 0 (see
-    :func:`generate_split`), and ``multi`` / ``clip`` / ``multi_sft`` / ``clip_sft`` splits when ``num_multi_image``
+    :func:`generate_split`), an ``attention_count`` split (the ``attention`` layout on scenes that all ask the count
+    question) when ``num_attention_count`` > 0, and ``multi`` / ``clip`` / ``multi_sft`` / ``clip_sft`` splits when ``num_multi_image``
     / ``num_clip`` / ``num_multi_image_sft`` / ``num_clip_sft`` > 0 (see :func:`generate_multi_split`).
 
     With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
@@ -853,6 +855,11 @@ def generate_synthetic(
     }
     several = {"multi": num_multi_image, "clip": num_clip, "multi_sft": num_multi_image_sft, "clip_sft": num_clip_sft}
     splits.update({name: generate_split(name, rows, seed, config) for name, rows in single.items() if rows})
+    if num_attention_count:
+        count_scenes = dataclasses.replace(config or SyntheticConfig(), question_types=("count",))
+        splits["attention_count"] = generate_split(
+            "attention_count", num_attention_count, seed, count_scenes, "attention"
+        )
     splits.update({name: generate_multi_split(name, rows, seed, config) for name, rows in several.items() if rows})
     return DatasetDict(splits)
 
@@ -865,6 +872,8 @@ OPTIONAL_SPLIT_FLAGS: dict[str, str] = {
     "full scenes, a quarter perception rows)",
     "num_attention": "Rows in the attention split (third pre-training stage of the tiny base, with the "
     "attention-grounding loss: pointing, reading and the scenes' own questions on full scenes, a third each)",
+    "num_attention_count": "Rows in the attention_count split (the attention split's tasks on scenes that all ask the "
+    "count question: the fourth pre-training stage of the tiny base mixes them in)",
     "num_multi_image": "Rows in the multi split (2-3 images per row: in which image is the asked shape; the box on its "
     "image)",
     "num_clip": f"Rows in the clip split ({CLIP_FRAMES} frames, one shape moves: what colour is it; its box on every "

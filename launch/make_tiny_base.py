@@ -1,9 +1,9 @@
 """Remake the grounded tiny base model shipped in `vlm/tiny_base/`: build, pre-train, evaluate, write the model card.
 
-    python launch/make_tiny_base.py                                   # the shipped recipe (about 70 min on 2 cores)
+    python launch/make_tiny_base.py                                   # the shipped recipe (about 75 min on 2 cores)
     python launch/make_tiny_base.py --output_dir my-base --max_steps 50 --grounding_max_steps 20 \
-        --attention_max_steps 20 --num_perception 800 --num_grounding 320   # a quick try
-    python launch/make_tiny_base.py --second_stage_model old-base       # only the third stage, from a two-stage base
+        --attention_max_steps 20 --count_max_steps 20 --num_perception 800 --num_grounding 320   # a quick try
+    python launch/make_tiny_base.py --third_stage_model old-base        # only the fourth stage, from a three-stage base
 
 The base stands in for a pretrained VLM (the quick start starts its cold start from it, as users start from
 Qwen2.5-VL). Steps, each a command a user could type and each seeded:
@@ -18,11 +18,15 @@ Qwen2.5-VL). Steps, each a command a user could type and each seeded:
 5. `python -m data_tools.synthetic --num_attention N` and `launch/sft.py --config configs/sft/tiny_base_attention.yaml`
    from step 4's weights, with the attention-grounding loss: on pointing, reading and the scenes' own questions
    (full scenes, a third each), the answer's attention over the image is trained towards the rows' evidence boxes;
-6. short-answer accuracy on held-out scenes (`evaluation.perception`) after each stage, and the folder written with
+6. `python -m data_tools.synthetic --num_attention N --num_attention_count N` (a data seed of its own, so that the
+   scenes are new) and `launch/sft.py --config configs/sft/tiny_base_count.yaml` from step 5's weights: the third
+   stage's tasks again, half of them on scenes that ask the count question, the question the base answered worst;
+7. short-answer accuracy on held-out scenes (`evaluation.perception`) after each stage, and the folder written with
    its model card: command, commit, seeds, held-out numbers, size and sha256 of the weights.
 
-`--second_stage_model` starts step 5 from a two-stage base this recipe made before (the base shipped until the
-third stage existed); its held-out numbers and its card's record of the first two stages carry over.
+`--second_stage_model` starts at step 5 from a two-stage base this recipe made before (the base shipped until the
+third stage existed), `--third_stage_model` at step 6 from a three-stage base (the one shipped until the fourth stage
+existed); the held-out numbers and the card's record of the stages it already had carry over.
 
 Rerunning skips finished steps (the pre-training resumes from its last checkpoint); `--force` starts over.
 """
@@ -115,7 +119,7 @@ def model_card(args: argparse.Namespace, command: str, results: dict, weights: P
         for task, v in results["per_task"].items()
     )
     acc, second = results["accuracy"], results["second_stage"]["accuracy"]
-    first = results["first_stage"]["per_task"]
+    first, third = results["first_stage"]["per_task"], results["third_stage"]["per_task"]
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -135,13 +139,13 @@ position embedding, then the 2 x 2 patch merger, so each of the 6 x 6 image toke
 28 x 28 pixels and a map over image tokens is a map over image regions. Why this one: BENCHMARKS.md, "The grounded
 tiny base model".
 
-**Made by** ({stages["earlier"]}; third stage at {stages["third"]}):
+**Made by** ({"; ".join(stages)}):
 
 ```
 {command}
 ```
 
-Three stages, short answers, no system prompt. First `configs/sft/tiny_base.yaml` ({args.max_steps} steps) on
+Four stages, short answers, no system prompt. First `configs/sft/tiny_base.yaml` ({args.max_steps} steps) on
 `python -m data_tools.synthetic --seed {args.data_seed} --num_perception {args.num_perception}` (split `perception`:
 captions, "Where is the red circle?", "What is at the top left?" on random parts of scenes, the scenes' own
 questions); it left pointing at {first["point"]["mean"]:.3f} and reading at {first["read"]["mean"]:.3f}. Then
@@ -151,7 +155,13 @@ quarter perception rows); held-out accuracy after it {second["mean"]:.3f}. Then 
 ({args.attention_max_steps} steps) on `python -m data_tools.synthetic --seed {args.data_seed} --num_attention
 {args.num_attention}` (split `attention`: pointing, reading and the scenes' own questions on full scenes, a third each)
 with the attention-grounding loss (`--attention_grounding_weight`: the answer tokens' attention over the image is
-trained towards each row's evidence boxes; BENCHMARKS.md, "Attention grounding in the base"). Weights init seed {args.seed}; training seed {args.training_seed}.
+trained towards each row's evidence boxes; BENCHMARKS.md, "Attention grounding in the base"); it left the scenes'
+questions at {results["third_stage"]["accuracy"]["mean"]:.3f}, count at {third["count"]["mean"]:.3f}. Then
+`configs/sft/tiny_base_count.yaml` ({args.count_max_steps} steps, a third of the learning rate) on `python -m
+data_tools.synthetic --seed {args.count_data_seed} --num_attention {args.num_count_stage} --num_attention_count
+{args.num_count_stage}` (splits `attention` and `attention_count`: the third stage's tasks on new scenes, half of them
+on scenes that all ask the count question), with the same loss (BENCHMARKS.md, "A count-heavy fourth stage"). Weights
+init seed {args.seed}; training seed {args.training_seed}.
 
 **Held-out short answers** ({args.eval_rows} scenes of the `eval` split of data seed {args.data_seed}, never
 trained on; greedy; 95% bootstrap intervals): accuracy on the scenes' questions **{acc["mean"]:.3f}**
@@ -167,26 +177,29 @@ tokens), processor (168 x 168 images) and chat template (the Qwen2-VL/2.5-VL hub
 """
 
 
-def earlier_stages(model_dir: Path) -> tuple[dict, str]:
-    """Held-out numbers (``first_stage`` and the second stage's) and the card's record of the first two stages of a
-    two-stage base this recipe made, for ``--second_stage_model``."""
+STAGES = ("first", "second", "third", "fourth")
+
+
+def earlier_stages(model_dir: Path, done: int, flag: str) -> tuple[dict, str]:
+    """Held-out numbers (``first_stage``, ... per stage) and the card's record of the first ``done`` stages of a base
+    this recipe made with that many stages, for ``flag`` (``--second_stage_model``, ``--third_stage_model``)."""
     evaluation, card = model_dir / "perception_eval.json", model_dir / "README.md"
     if not (evaluation.exists() and card.exists() and (model_dir / "model.safetensors").exists()):
         raise SystemExit(
-            f"--second_stage_model {model_dir}: needs a base this recipe made (model.safetensors, perception_eval.json "
-            "and README.md)"
+            f"{flag} {model_dir}: needs a base this recipe made (model.safetensors, perception_eval.json and README.md)"
         )
     results = json.loads(evaluation.read_text())
-    if "second_stage" in results or "first_stage" not in results:
+    recorded = sorted(k for k in results if k.endswith("_stage"))
+    if recorded != sorted(f"{stage}_stage" for stage in STAGES[: done - 1]):
         raise SystemExit(
-            f"--second_stage_model {model_dir}: not a two-stage base (perception_eval.json has "
-            f"{sorted(k for k in results if k.endswith('_stage'))} stage results)"
+            f"{flag} {model_dir}: not a {done}-stage base (perception_eval.json has {recorded} stage results)"
         )
     made_by = re.search(r"\*\*Made by\*\* \((.*?)\):", card.read_text(), re.DOTALL)
-    record = " ".join(made_by.group(1).split()) if made_by else "the first two stages not recorded"
-    second = {k: v for k, v in results.items() if k not in ("first_stage", "parameters")}
-    note = f"first two stages as `{model_dir}` (sha256 `{sha256(model_dir / 'model.safetensors')}`) recorded them: {record}"
-    return {"first_stage": results["first_stage"], "second_stage": second}, note
+    record = " ".join(made_by.group(1).split()) if made_by else f"the first {done} stages not recorded"
+    final = {k: v for k, v in results.items() if k not in (*recorded, "parameters")}
+    earlier = {k: results[k] for k in recorded} | {f"{STAGES[done - 1]}_stage": final}
+    sha = sha256(model_dir / "model.safetensors")
+    return earlier, f"first {done} stages as `{model_dir}` (sha256 `{sha}`) recorded them: {record}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,6 +223,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--attention_max_steps", type=int, default=None, help="Override the third stage's max_steps.")
     parser.add_argument(
+        "--count_config", type=Path, default=Path("configs/sft/tiny_base_count.yaml"), help="Fourth stage."
+    )
+    parser.add_argument(
+        "--num_count_stage",
+        type=int,
+        default=12000,
+        help="Rows of each of the fourth stage's splits (attention, and attention_count: scenes asking to count).",
+    )
+    parser.add_argument(
+        "--count_data_seed",
+        type=int,
+        default=3,
+        help="Seed of the fourth stage's scenes (not --data_seed: its attention rows would repeat the third stage's).",
+    )
+    parser.add_argument("--count_max_steps", type=int, default=None, help="Override the fourth stage's max_steps.")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--third_stage_model",
+        type=Path,
+        default=None,
+        help="Skip the first three stages: start the fourth from this three-stage base made by the recipe before (its "
+        "perception_eval.json and model card carry the earlier stages' numbers and record).",
+    )
+    start.add_argument(
         "--second_stage_model",
         type=Path,
         default=None,
@@ -226,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         "max_steps",
         "grounding_max_steps",
         "attention_max_steps",
+        "num_count_stage",
+        "count_max_steps",
         "eval_rows",
     ):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -235,7 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     init, data, trained = work / "init", work / "data", work / "trained"
     grounding_data, grounded = work / "grounding-data", work / "grounded"
     attention_data, attention = work / "attention-data", work / "attention"
-    earlier = earlier_stages(args.second_stage_model) if args.second_stage_model else None
+    count_data, counted = work / "count-data", work / "count"
+    earlier = None
+    if args.third_stage_model:
+        earlier = earlier_stages(args.third_stage_model, 3, "--third_stage_model")
+    elif args.second_stage_model:
+        earlier = earlier_stages(args.second_stage_model, 2, "--second_stage_model")
 
     def pretrain(stage: str, config: Path, start: Path, rows: Path, out_dir: Path, max_steps: int | None) -> None:
         commit_file = out_dir.with_name(f"{out_dir.name}_commit.txt")  # where the stage started, kept on resume
@@ -253,12 +297,13 @@ def main(argv: list[str] | None = None) -> None:
             out_dir,
         )
 
-    def generate(name: str, split: str, rows: int, folder: Path) -> None:
-        """One pre-training split of the data seed, alone in ``folder``."""
+    def generate(name: str, splits: dict[str, int], folder: Path, seed: int) -> None:
+        """Pre-training splits (name: rows) of data seed ``seed``, alone in ``folder``."""
         run(
             f"generate the {name} data",
-            [python, "-m", "data_tools.synthetic", "--output_dir", str(folder), "--seed", str(args.data_seed)]
-            + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0", f"--num_{split}", str(rows)],
+            [python, "-m", "data_tools.synthetic", "--output_dir", str(folder), "--seed", str(seed)]
+            + ["--num_sft", "0", "--num_rl", "0", "--num_eval", "0"]
+            + [part for split, rows in splits.items() for part in (f"--num_{split}", str(rows))],
             folder / "dataset_dict.json",
             args.force,
             folder,
@@ -274,42 +319,53 @@ def main(argv: list[str] | None = None) -> None:
             args.force,
             init,
         )
-        generate("pre-training", "perception", args.num_perception, data)
+        generate("pre-training", {"perception": args.num_perception}, data, args.data_seed)
         pretrain("first", args.config, init, data, trained, args.max_steps)
-        generate("grounding", "grounding", args.num_grounding, grounding_data)
+        generate("grounding", {"grounding": args.num_grounding}, grounding_data, args.data_seed)
         pretrain("second", args.grounding_config, trained, grounding_data, grounded, args.grounding_max_steps)
-    generate("attention-grounding", "attention", args.num_attention, attention_data)
-    second_model = args.second_stage_model or grounded
-    pretrain("third", args.attention_config, second_model, attention_data, attention, args.attention_max_steps)
+    if args.third_stage_model is None:
+        generate("attention-grounding", {"attention": args.num_attention}, attention_data, args.data_seed)
+        second_model = args.second_stage_model or grounded
+        pretrain("third", args.attention_config, second_model, attention_data, attention, args.attention_max_steps)
+    count_splits = {"attention": args.num_count_stage, "attention_count": args.num_count_stage}
+    generate("count-heavy", count_splits, count_data, args.count_data_seed)
+    pretrain(
+        "fourth", args.count_config, args.third_stage_model or attention, count_data, counted, args.count_max_steps
+    )
     import yaml
 
-    for flag, config in (("max_steps", args.config), ("grounding_max_steps", args.grounding_config)):
+    for flag, config in (
+        ("max_steps", args.config),
+        ("grounding_max_steps", args.grounding_config),
+        ("attention_max_steps", args.attention_config),
+        ("count_max_steps", args.count_config),
+    ):
         setattr(args, flag, getattr(args, flag) or yaml.safe_load(config.read_text())["max_steps"])
-    args.attention_max_steps = (
-        args.attention_max_steps or yaml.safe_load(args.attention_config.read_text())["max_steps"]
-    )
     print("[make_tiny_base] evaluating the stages on held-out scenes", flush=True)
-    results = evaluate_base(attention, args.eval_rows, args.data_seed)
-    if earlier is None:
-        results["second_stage"] = evaluate_base(grounded, args.eval_rows, args.data_seed)
-        results["first_stage"] = evaluate_base(trained, args.eval_rows, args.data_seed)
-        stages = {"earlier": f"first stage at {stage_record(trained)}; second stage at {stage_record(grounded)}"}
-    else:
+    results = evaluate_base(counted, args.eval_rows, args.data_seed)
+    ran = {"first": trained, "second": grounded, "third": attention}
+    if earlier is not None:
         results |= earlier[0]
-        stages = {"earlier": earlier[1]}
-    stages["third"] = stage_record(attention)
+        stages = [earlier[1]]
+        ran = {stage: folder for stage, folder in ran.items() if f"{stage}_stage" not in results}
+    else:
+        stages = []
+    for stage, folder in ran.items():
+        results[f"{stage}_stage"] = evaluate_base(folder, args.eval_rows, args.data_seed)
+        stages.append(f"{stage} stage at {stage_record(folder)}")
+    stages.append(f"fourth stage at {stage_record(counted)}")
     from safetensors import safe_open
 
-    with safe_open(str(attention / "model.safetensors"), "pt") as weights:
+    with safe_open(str(counted / "model.safetensors"), "pt") as weights:
         results["parameters"] = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())  # noqa: SIM118 (safe_open is no dict)
 
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
-        shutil.copy2(attention / name, out / name)
+        shutil.copy2(counted / name, out / name)
     from vlm import load_processor
 
-    load_processor(str(attention)).save_pretrained(str(out))  # without the truncation training left in the tokenizer
+    load_processor(str(counted)).save_pretrained(str(out))  # without the truncation training left in the tokenizer
     command = shlex.join(["python", "launch/make_tiny_base.py", *(argv if argv is not None else sys.argv[1:])])
     (out / "perception_eval.json").write_text(json.dumps(results, indent=1) + "\n")
     card = model_card(args, command, results, out / "model.safetensors", stages)
