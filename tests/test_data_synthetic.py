@@ -252,6 +252,22 @@ def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tas
         assert full_points < 0.15 and full_reads < 0.15
 
 
+def test_attention_count_rows_are_the_attention_tasks_on_scenes_that_ask_to_count():
+    data = generate_synthetic(0, 0, 0, seed=3, num_attention=24, num_attention_count=24)
+    rows, plain = data["attention_count"], data["attention"]
+    count_scenes = dataclasses.replace(SyntheticConfig(), question_types=("count",))
+    tasks = [row["dataset"].split("/")[-1] for row in rows]
+    assert [t == "answer" for t in tasks] == [(i // len(QUESTION_TYPES)) % 3 == 2 for i in range(len(tasks))]
+    for index, row in enumerate(rows):
+        scene = make_example(3, "attention_count", index, count_scenes)
+        assert scene.question_type == "count" and row["images"][0].tobytes() == scene.image.tobytes()
+        assert row["question_id"] == scene.question_id
+        if tasks[index] == "answer":
+            assert row["messages"][1]["content"][0]["text"] == scene.solution and row["bbox"] == scene.bbox
+    assert not set(rows["question_id"]) & set(plain["question_id"])  # new scenes, not the attention split's
+    assert [make_example(3, "attention", i).question_type for i in range(4)] == list(QUESTION_TYPES)
+
+
 def test_perception_texts_caption_the_scene_when_no_object_is_unique():
     scene = make_example(0, "perception", 0)
     crowded = dataclasses.replace(scene, objects=(scene.objects[0], scene.objects[0]))

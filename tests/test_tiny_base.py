@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import load_from_disk
 from trl import ModelConfig
 
 from data_tools.synthetic import make_example
@@ -74,46 +75,89 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
 
     out, work = tmp_path / "base", tmp_path / "work"
     flags = ["--output_dir", str(out), "--work_dir", str(work), "--num_perception", "32", "--num_grounding", "32"]
-    flags += ["--num_attention", "32"]
-    main([*flags, "--max_steps", "2", "--grounding_max_steps", "2", "--attention_max_steps", "2", "--eval_rows", "4"])
+    flags += ["--num_attention", "32", "--num_count_stage", "16", "--eval_rows", "4"]
+    steps = ["--max_steps", "2", "--grounding_max_steps", "2", "--attention_max_steps", "2", "--count_max_steps", "2"]
+    main([*flags, *steps])
     card = (out / "README.md").read_text()
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
-    assert "--max_steps 2 --grounding_max_steps 2 --attention_max_steps 2" in card
-    assert card.count("min of training time") == 3  # all three stages ran here, each with its commit and time
+    assert " ".join(steps) in card
+    assert card.count("min of training time") == 4  # all four stages ran here, each with its commit and time
     shipped = {"README.md", "perception_eval.json", "config.json", "generation_config.json", "model.safetensors"}
     shipped |= {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
     assert {f.name for f in out.iterdir()} == shipped
     assert json.loads((out / "tokenizer.json").read_text())["truncation"] is None  # training truncated to 512
     final = (out / "model.safetensors").read_bytes()
-    for stage in ("trained", "grounded"):
-        assert (work / stage / "model.safetensors").read_bytes() != final  # the shipped weights are the third stage's
-    assert final == (work / "attention" / "model.safetensors").read_bytes()
+    for stage in ("trained", "grounded", "attention"):
+        assert (work / stage / "model.safetensors").read_bytes() != final  # the shipped weights are the fourth stage's
+    assert final == (work / "count" / "model.safetensors").read_bytes()
+    count_data = load_from_disk(str(work / "count-data"))
+    assert {k: len(v) for k, v in count_data.items()} == {"attention": 16, "attention_count": 16}
+    assert count_data["attention"][0]["question_id"].endswith("-3-000000")  # its own data seed: new scenes
     results = json.loads((out / "perception_eval.json").read_text())
-    assert {"first_stage", "second_stage"} <= results.keys()
+    assert {"first_stage", "second_stage", "third_stage"} <= results.keys()
     model, _ = load_model_and_processor(ModelConfig(model_name_or_path=str(out), dtype="float32"))
     assert model.config.vision_config.depth == 0
 
-    # A base made before the third stage existed: its evaluation and card carry the first two stages.
-    with pytest.raises(SystemExit, match="not a two-stage base"):
-        main(["--second_stage_model", str(out), "--output_dir", str(tmp_path / "again")])
-    two_stage = tmp_path / "two-stage"
-    shutil.copytree(work / "grounded", two_stage)
-    (two_stage / "README.md").write_text(card.replace("third stage at", "an older record at"))
-    del results["second_stage"]
-    (two_stage / "perception_eval.json").write_text(json.dumps(results))
-    third = tmp_path / "third"
+    def earlier_base(folder: str, stages: int) -> Path:
+        """The weights of ``folder`` as the recipe wrote them when it had ``stages`` stages."""
+        base = tmp_path / f"{stages}-stage"
+        shutil.copytree(work / folder, base)
+        (base / "README.md").write_text(card.replace("fourth stage at", "an older record at"))
+        names = ("first", "second", "third")[:stages]
+        evaluation = {f"{name}_stage": results[f"{name}_stage"] for name in names[:-1]}
+        (base / "perception_eval.json").write_text(json.dumps(results[f"{names[-1]}_stage"] | evaluation))
+        return base
+
+    # A base made before the fourth stage existed: its evaluation and card carry the first three stages.
+    with pytest.raises(SystemExit, match="not a 3-stage base"):
+        main(["--third_stage_model", str(out), "--output_dir", str(tmp_path / "again")])
+    three_stage, fourth = earlier_base("attention", 3), tmp_path / "fourth"
+    main(["--third_stage_model", str(three_stage), "--output_dir", str(fourth), "--work_dir", str(tmp_path / "w4")]
+         + ["--num_count_stage", "16", "--count_max_steps", "2", "--eval_rows", "4"])  # fmt: skip
+    sha = hashlib.sha256((three_stage / "model.safetensors").read_bytes()).hexdigest()
+    assert f"first 3 stages as `{three_stage}` (sha256 `{sha}`)" in (fourth / "README.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "w4").iterdir()) == ["count", "count-data", "count_commit.txt"]
+    assert (fourth / "model.safetensors").read_bytes() != (three_stage / "model.safetensors").read_bytes()
+    carried = json.loads((fourth / "perception_eval.json").read_text())
+    assert {k: carried[k] for k in ("first_stage", "second_stage", "third_stage")} == {
+        k: results[k] for k in ("first_stage", "second_stage", "third_stage")
+    }
+
+    # A base made before the third stage existed: the third and fourth stages run from it.
+    with pytest.raises(SystemExit, match="not a 2-stage base"):
+        main(["--second_stage_model", str(three_stage), "--output_dir", str(tmp_path / "again")])
+    two_stage, third = earlier_base("grounded", 2), tmp_path / "third"
     flags = ["--second_stage_model", str(two_stage), "--output_dir", str(third), "--work_dir", str(tmp_path / "w3")]
-    main([*flags, "--num_grounding", "32", "--num_attention", "32", "--attention_max_steps", "2", "--eval_rows", "4"])
-    card = (third / "README.md").read_text()
-    two_stage_sha = hashlib.sha256((two_stage / "model.safetensors").read_bytes()).hexdigest()
-    assert f"first two stages as `{two_stage}` (sha256 `{two_stage_sha}`)" in card
+    main([*flags, "--num_attention", "32", "--attention_max_steps", "2", "--num_count_stage", "16"]
+         + ["--count_max_steps", "2", "--eval_rows", "4"])  # fmt: skip
+    sha = hashlib.sha256((two_stage / "model.safetensors").read_bytes()).hexdigest()
+    card3 = (third / "README.md").read_text()
+    assert f"first 2 stages as `{two_stage}` (sha256 `{sha}`)" in card3
+    assert card3.count("min of training time") == 4 + 2  # the copied card's record, then the two stages run here
     assert not (tmp_path / "w3" / "trained").exists()  # the first two stages did not run again
     assert not (tmp_path / "w3" / "grounding-data").exists()
-    assert (third / "model.safetensors").read_bytes() != (two_stage / "model.safetensors").read_bytes()
+    assert "third_stage" in json.loads((third / "perception_eval.json").read_text())
+
+
+def test_recipe_takes_one_earlier_base_at_a_time(capsys):
+    from launch.make_tiny_base import main
+
+    with pytest.raises(SystemExit):
+        main(["--second_stage_model", "a", "--third_stage_model", "b"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
-    "flag", ["--num_grounding", "--num_attention", "--grounding_max_steps", "--attention_max_steps", "--max_steps"]
+    "flag",
+    [
+        "--num_grounding",
+        "--num_attention",
+        "--num_count_stage",
+        "--grounding_max_steps",
+        "--attention_max_steps",
+        "--count_max_steps",
+        "--max_steps",
+    ],
 )
 def test_recipe_flags_below_one_are_named(flag, capsys):
     from launch.make_tiny_base import main
