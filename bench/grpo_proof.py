@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--saliency_layers", type=int, nargs="+", default=None,
-        help="Decoder layers of the maps, for the reward of both arms and for every evaluation (all when unset).",
+        help="Decoder layers of the maps, for the reward of both arms and for every evaluation (unset: the recipes' own).",
     )  # fmt: skip
     parser.add_argument("--max_eval_samples", type=int, default=200, help="Held-out rows evaluated.")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/grpo-proof"), help="Where runs go.")
