@@ -1,6 +1,6 @@
 """Remake the grounded tiny base model shipped in `vlm/tiny_base/`: build, pre-train, evaluate, write the model card.
 
-    python launch/make_tiny_base.py                                   # the shipped recipe (about 75 min on 2 cores)
+    python launch/make_tiny_base.py                                   # the shipped recipe (39 + 18 + 10 + 3 min of training on 2 cores)
     python launch/make_tiny_base.py --output_dir my-base --max_steps 50 --grounding_max_steps 20 \
         --attention_max_steps 20 --count_max_steps 20 --num_perception 800 --num_grounding 320   # a quick try
     python launch/make_tiny_base.py --third_stage_model old-base        # only the fourth stage, from a three-stage base
@@ -157,7 +157,7 @@ quarter perception rows); held-out accuracy after it {second["mean"]:.3f}. Then 
 with the attention-grounding loss (`--attention_grounding_weight`: the answer tokens' attention over the image is
 trained towards each row's evidence boxes; BENCHMARKS.md, "Attention grounding in the base"); it left the scenes'
 questions at {results["third_stage"]["accuracy"]["mean"]:.3f}, count at {third["count"]["mean"]:.3f}. Then
-`configs/sft/tiny_base_count.yaml` ({args.count_max_steps} steps, a third of the learning rate) on `python -m
+`{args.count_config}` ({args.count_max_steps} steps, learning rate {args.count_learning_rate:g}) on `python -m
 data_tools.synthetic --seed {args.count_data_seed} --num_attention {args.num_count_stage} --num_attention_count
 {args.num_count_stage}` (splits `attention` and `attention_count`: the third stage's tasks on new scenes, half of them
 on scenes that all ask the count question), with the same loss (BENCHMARKS.md, "A count-heavy fourth stage"). Weights
@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         ("count_max_steps", args.count_config),
     ):
         setattr(args, flag, getattr(args, flag) or yaml.safe_load(config.read_text())["max_steps"])
+    args.count_learning_rate = float(yaml.safe_load(args.count_config.read_text())["learning_rate"])
     print("[make_tiny_base] evaluating the stages on held-out scenes", flush=True)
     results = evaluate_base(counted, args.eval_rows, args.data_seed)
     ran = {"first": trained, "second": grounded, "third": attention}
