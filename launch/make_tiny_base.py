@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--num_count_stage",
         type=int,
-        default=36000,
+        default=12000,
         help="Rows of each of the fourth stage's splits (attention, and attention_count: scenes asking to count).",
     )
     parser.add_argument(

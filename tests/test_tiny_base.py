@@ -82,7 +82,7 @@ def test_recipe_still_runs_a_few_steps(tmp_path):
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() in card
     assert " ".join(steps) in card
     assert card.count("min of training time") == 4  # all four stages ran here, each with its commit and time
-    assert "`configs/sft/tiny_base_count.yaml` (2 steps, learning rate 0.0003)" in card  # read from its config
+    assert "`configs/sft/tiny_base_count.yaml` (2 steps, learning rate 0.0001)" in card  # read from its config
     shipped = {"README.md", "perception_eval.json", "config.json", "generation_config.json", "model.safetensors"}
     shipped |= {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
     assert {f.name for f in out.iterdir()} == shipped
