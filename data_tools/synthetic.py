@@ -240,23 +240,17 @@ def left_of_texts(ref: tuple[str, str, str], answer: tuple[str, str, str]) -> tu
     return f"Which shape is left of the {r_color} {r_shape}?", reasoning, a_shape
 
 
-def shape_list(shapes: Sequence[tuple[str, str]]) -> str:
-    """``"a red circle, a blue square and a green diamond"`` for (shape, color) pairs; ``"no shapes"`` for none."""
-    names = [f"{_article(color)} {color} {shape}" for shape, color in shapes]
-    if not names:
-        return "no shapes"
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
-
-
 def count_texts(half: str, counted: Sequence[tuple[str, str]]) -> tuple[str, str, str]:
     """(problem, reasoning, answer) of a ``count`` question; ``counted`` lists (shape, color) in reading order."""
-    reasoning = f"The {half} half has {shape_list(counted)}, so the count is {len(counted)}."
-    return f"How many shapes are in the {half} half?", reasoning, str(len(counted))
-
-
-def list_texts(half: str, shapes: Sequence[tuple[str, str]]) -> tuple[str, str]:
-    """(question, answer) of a listing task: the shapes of ``half``, in the words the count reasoning lists them."""
-    return f"What shapes are in the {half} half?", shape_list(shapes)
+    names = [f"{_article(color)} {color} {shape}" for shape, color in counted]
+    if not names:
+        listed = "no shapes"
+    elif len(names) == 1:
+        listed = names[0]
+    else:
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    reasoning = f"The {half} half has {listed}, so the count is {len(names)}."
+    return f"How many shapes are in the {half} half?", reasoning, str(len(names))
 
 
 def caption_text(objects: Sequence[ShapeObject], config: SyntheticConfig) -> str:
@@ -275,10 +269,6 @@ GROUNDING_TASKS: tuple[str, ...] = ("perception", "point", "read", "point")
 # The third stage (attention grounding): pointing, reading and the scenes' own questions on full scenes, a third each,
 # so that the answers whose attention is trained onto the evidence include the questions the cold start asks.
 ATTENTION_TASKS: tuple[str, ...] = ("point", "read", "answer")
-# The fourth stage's count scenes (split ``attention_count``): listing the shapes of a half, the step the cold start's
-# count reasoning takes in words, and counting them, a third each; pointing and reading the rest.
-ATTENTION_COUNT_TASKS: tuple[str, ...] = ("list", "answer", "point", "list", "read", "answer")
-_OPPOSITE_HALF = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
 
 
 def point_texts(shape: str, color: str, where: str) -> tuple[str, str]:
@@ -298,9 +288,7 @@ def perception_texts(
 
     ``caption`` names every shape (:func:`caption_text`; evidence: every shape); ``point`` asks where a shape is (the
     3 x 3 grid cell of its centre, the words the reasoning uses); ``read`` asks which shape lies in a grid cell
-    (evidence: that shape); ``answer`` is the scene's own question with its short answer and evidence boxes; ``list``
-    (count scenes only) names the shapes of the counted half or of the other one, drawn from the row's random stream
-    (:func:`list_texts`; evidence: that half, as the count question's).
+    (evidence: that shape); ``answer`` is the scene's own question with its short answer and evidence boxes.
     ``point`` and ``read`` pick, from a random stream of the row, an object unique by colour and shape, resp. a cell
     that holds exactly one object's centre; a scene without one is captioned instead. Boxes are normalised xyxy.
     """
@@ -308,14 +296,6 @@ def perception_texts(
     objects = list(example.objects)
     if task == "answer":
         return example.problem, example.solution, example.bbox
-    if task == "list":
-        asked = [h for h in HALVES if count_texts(h, [])[0] == example.problem]
-        if example.question_type != "count" or not asked:
-            raise ValueError(f"a list row needs a count scene; {example.question_id} asks {example.problem!r}")
-        half = asked[0] if rng.random() < 0.5 else _OPPOSITE_HALF[asked[0]]
-        region, _, half_box = _half_regions(half, config)
-        inside = sorted((o for o in objects if _within(o, region)), key=lambda o: (o.x, o.y))
-        return *list_texts(half, [(o.shape, o.color) for o in inside]), [half_box]
     if task == "point":
         kinds = [(o.shape, o.color) for o in objects]
         unique = [o for o in objects if kinds.count((o.shape, o.color)) == 1]
@@ -340,20 +320,18 @@ def short_answer_task(index: int, kind: str) -> tuple[str, bool]:
     cycles :data:`PERCEPTION_TASKS`, captions, pointing and reading on sub-scenes; ``grounding`` cycles
     :data:`GROUNDING_TASKS`, pointing and reading on full scenes (3 to 5 shapes, like the scenes' questions), its
     ``perception`` groups cycling :data:`PERCEPTION_TASKS` in turn; ``attention`` cycles :data:`ATTENTION_TASKS` on
-    full scenes, ``attention_count`` :data:`ATTENTION_COUNT_TASKS` (on count scenes).
+    full scenes.
     """
     group = index // len(QUESTION_TYPES)
     if kind == "attention":
         return ATTENTION_TASKS[group % len(ATTENTION_TASKS)], False
-    if kind == "attention_count":
-        return ATTENTION_COUNT_TASKS[group % len(ATTENTION_COUNT_TASKS)], False
     if kind == "grounding":
         task = GROUNDING_TASKS[group % len(GROUNDING_TASKS)]
         if task != "perception":
             return task, False
         group //= len(GROUNDING_TASKS)
     elif kind != "perception":
-        raise ValueError(f"kind must be 'perception', 'grounding', 'attention' or 'attention_count', got {kind!r}")
+        raise ValueError(f"kind must be 'perception', 'grounding' or 'attention', got {kind!r}")
     task = PERCEPTION_TASKS[group % len(PERCEPTION_TASKS)]
     return task, task != "answer"
 
@@ -529,11 +507,6 @@ def _half_regions(half: str, config: SyntheticConfig):
         "left": (left, right, [0.0, 0.0, 0.5, 1.0]),
         "right": (right, left, [0.5, 0.0, 1.0, 1.0]),
     }[half]
-
-
-def _within(obj: ShapeObject, region: tuple[int, int, int, int]) -> bool:
-    x0, y0, x1, y1 = region
-    return x0 <= obj.x and y0 <= obj.y and obj.x + obj.size <= x1 and obj.y + obj.size <= y1
 
 
 def _scene_count(rng: random.Random, config: SyntheticConfig):
@@ -760,8 +733,7 @@ def generate_split(
     pointing and reading on a random part of the scene (:func:`sub_scene`); ``dataset``
     is ``synthetic_shapes/perception/<task>``. ``grounding``: as ``perception`` with pointing and reading mostly on
     full scenes (:func:`short_answer_task`), ``dataset`` ``synthetic_shapes/grounding/<task>``. ``attention``: pointing,
-    reading and the scenes' own questions as short answers on full scenes, a third each; ``attention_count``: on count
-    scenes, listing a half's shapes and the count answer, a third each, pointing and reading the rest. Captions, perception,
+    reading and the scenes' own questions as short answers on full scenes, a third each. Captions, perception,
     grounding and attention rows are the pre-training of the tiny base model (``vlm/tiny_base/``), which stands in for a
     pretrained VLM.
 
@@ -777,7 +749,7 @@ def generate_split(
             f"cue_fraction ({cue_fraction}) and conflict_fraction ({conflict_fraction}) must lie in [0, 1] and sum "
             "to at most 1"
         )
-    kinds = ("sft", "rl", "eval", "caption", "perception", "grounding", "attention", "attention_count")
+    kinds = ("sft", "rl", "eval", "caption", "perception", "grounding", "attention")
     if kind not in kinds:
         raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
     columns: dict[str, list] = {}
@@ -799,7 +771,7 @@ def generate_split(
                 "bbox": boxes,
                 "dataset": f"{DATASET_NAME}/caption",
             }
-        elif kind in ("perception", "grounding", "attention", "attention_count"):
+        elif kind in ("perception", "grounding", "attention"):
             task, on_sub_scene = short_answer_task(index, kind)
             if on_sub_scene:
                 ex = sub_scene(ex, config or SyntheticConfig())
@@ -854,8 +826,8 @@ def generate_synthetic(
 ) -> DatasetDict:
     """Generate the ``sft``, ``rl`` and held-out ``eval`` splits, and ``caption`` / ``perception`` / ``grounding`` /
     ``attention`` splits when ``num_caption`` / ``num_perception`` / ``num_grounding`` / ``num_attention`` > 0 (see
-    :func:`generate_split`), an ``attention_count`` split (scenes that all ask the count question, laid out as
-    ``attention_count``: listing a half's shapes, counting, pointing, reading) when ``num_attention_count`` > 0, and ``multi`` / ``clip`` / ``multi_sft`` / ``clip_sft`` splits when ``num_multi_image``
+    :func:`generate_split`), an ``attention_count`` split (the ``attention`` layout on scenes that all ask the count
+    question) when ``num_attention_count`` > 0, and ``multi`` / ``clip`` / ``multi_sft`` / ``clip_sft`` splits when ``num_multi_image``
     / ``num_clip`` / ``num_multi_image_sft`` / ``num_clip_sft`` > 0 (see :func:`generate_multi_split`).
 
     With ``config.decoy`` (the decoy benchmark): a fraction ``decoy_fraction`` of the ``sft`` and ``rl`` rows carry
@@ -886,7 +858,7 @@ def generate_synthetic(
     if num_attention_count:
         count_scenes = dataclasses.replace(config or SyntheticConfig(), question_types=("count",))
         splits["attention_count"] = generate_split(
-            "attention_count", num_attention_count, seed, count_scenes, "attention_count"
+            "attention_count", num_attention_count, seed, count_scenes, "attention"
         )
     splits.update({name: generate_multi_split(name, rows, seed, config) for name, rows in several.items() if rows})
     return DatasetDict(splits)
@@ -900,8 +872,8 @@ OPTIONAL_SPLIT_FLAGS: dict[str, str] = {
     "full scenes, a quarter perception rows)",
     "num_attention": "Rows in the attention split (third pre-training stage of the tiny base, with the "
     "attention-grounding loss: pointing, reading and the scenes' own questions on full scenes, a third each)",
-    "num_attention_count": "Rows in the attention_count split (on scenes that all ask the count question: listing a "
-    "half's shapes, counting, pointing, reading; the fourth pre-training stage of the tiny base mixes them in)",
+    "num_attention_count": "Rows in the attention_count split (the attention split's tasks on scenes that all ask the "
+    "count question: the fourth pre-training stage of the tiny base mixes them in)",
     "num_multi_image": "Rows in the multi split (2-3 images per row: in which image is the asked shape; the box on its "
     "image)",
     "num_clip": f"Rows in the clip split ({CLIP_FRAMES} frames, one shape moves: what colour is it; its box on every "

@@ -252,51 +252,20 @@ def test_short_answer_rows_are_right_about_their_scene_and_cycle_through_the_tas
         assert full_points < 0.15 and full_reads < 0.15
 
 
-def test_attention_count_rows_list_and_count_the_shapes_of_a_half_on_scenes_that_ask_to_count():
-    data = generate_synthetic(0, 0, 0, seed=3, num_attention=24, num_attention_count=72)
+def test_attention_count_rows_are_the_attention_tasks_on_scenes_that_ask_to_count():
+    data = generate_synthetic(0, 0, 0, seed=3, num_attention=24, num_attention_count=24)
     rows, plain = data["attention_count"], data["attention"]
-    config = SyntheticConfig()
-    count_scenes = dataclasses.replace(config, question_types=("count",))
+    count_scenes = dataclasses.replace(SyntheticConfig(), question_types=("count",))
     tasks = [row["dataset"].split("/")[-1] for row in rows]
-    groups = [(i // len(QUESTION_TYPES)) % 6 for i in range(len(tasks))]  # list, answer, point, list, read, answer
-    assert [t == "list" for t in tasks] == [g in (0, 3) for g in groups]
-    assert [t == "answer" for t in tasks] == [g in (1, 5) for g in groups]
-    halves = {"top": (1, 0.0), "bottom": (1, 0.5), "left": (0, 0.0), "right": (0, 0.5)}
-    asked_or_other = []
+    assert [t == "answer" for t in tasks] == [(i // len(QUESTION_TYPES)) % 3 == 2 for i in range(len(tasks))]
     for index, row in enumerate(rows):
         scene = make_example(3, "attention_count", index, count_scenes)
         assert scene.question_type == "count" and row["images"][0].tobytes() == scene.image.tobytes()
         assert row["question_id"] == scene.question_id
-        question, answer = row["messages"][0]["content"][1]["text"], row["messages"][1]["content"][0]["text"]
         if tasks[index] == "answer":
-            assert answer == scene.solution and row["bbox"] == scene.bbox
-        elif tasks[index] == "list":
-            half = re.fullmatch(r"What shapes are in the (\w+) half\?", question).group(1)
-            axis, start = halves[half]
-            size = (config.width, config.height)[axis]
-            inside = sorted(  # every shape of a count scene lies wholly in one half or the other
-                (o for o in scene.objects if start <= (o.x, o.y)[axis] / size and ((o.x, o.y)[axis] + o.size) / size
-                 <= start + 0.5), key=lambda o: (o.x, o.y))  # fmt: skip
-            names = [f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {o.shape}" for o in inside]
-            expected = "no shapes" if not names else ", ".join(names[:-1]) + " and " * (len(names) > 1) + names[-1]
-            assert answer == expected
-            box = [0.0, 0.0, 1.0, 1.0]
-            box[axis], box[axis + 2] = start, start + 0.5
-            assert row["bbox"] == [box]  # the evidence: the half, as the count question's
-            asked = scene.problem == f"How many shapes are in the {half} half?"
-            asked_or_other.append(asked)
-            if asked:
-                assert len(inside) == int(scene.solution)
-    assert 0 < sum(asked_or_other) < len(asked_or_other)  # the counted half and the other one
+            assert row["messages"][1]["content"][0]["text"] == scene.solution and row["bbox"] == scene.bbox
     assert not set(rows["question_id"]) & set(plain["question_id"])  # new scenes, not the attention split's
     assert [make_example(3, "attention", i).question_type for i in range(4)] == list(QUESTION_TYPES)
-
-
-def test_a_list_row_needs_a_count_scene():
-    scene = make_example(0, "attention", 0)
-    assert scene.question_type != "count"
-    with pytest.raises(ValueError, match=f"a list row needs a count scene; {scene.question_id}"):
-        perception_texts(scene, "list", CONFIG)
 
 
 def test_perception_texts_caption_the_scene_when_no_object_is_unique():
