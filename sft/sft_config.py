@@ -19,9 +19,10 @@ class SFTScriptArguments(TrainingDataArguments):
     dataset_source: Literal["conversational", "llava_cot", "mulberry"] = field(
         default="conversational",
         metadata={
-            "help": "Layout of `dataset_name`: 'conversational' (rows with `messages` + `images`, our SFT layout; "
-            "they keep their own system turn), 'llava_cot' or 'mulberry' (public cold-start JSON, converted on load "
-            "with `--system_prompt`)."
+            "help": "Layout of `dataset_name`: 'conversational' (rows with `messages` + `images`, our SFT layout), "
+            "'llava_cot' or 'mulberry' (public cold-start JSON, converted on load). Every row's system turn becomes "
+            "`--system_prompt`, the one the held-out answers, GRPO and the evaluation prompt with (rows without a "
+            "system turn, such as the tiny base's short-answer pre-training rows, keep none)."
         },
     )
     dataset_train_split: str = field(default="sft", metadata={"help": "Split to train on."})

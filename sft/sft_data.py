@@ -25,10 +25,11 @@ def load_sft_dataset(
 ) -> datasets.Dataset:
     """Return the rows to train on, with `messages` and `images` columns.
 
-    `source="conversational"` reads our SFT layout (a `save_to_disk` folder, a local file or a hub data set), whose
-    rows keep their own system turn; `llava_cot` / `mulberry` convert public cold-start JSON with `system_prompt` as
-    the system turn and validate every row (see `data_tools.load_source`), writing the rejection report to
-    `report_path` when one is given.
+    `source="conversational"` reads our SFT layout (a `save_to_disk` folder, a local file or a hub data set);
+    `llava_cot` / `mulberry` convert public cold-start JSON and validate every row (see `data_tools.load_source`),
+    writing the rejection report to `report_path` when one is given. Every row's system turn becomes
+    `system_prompt`, the one the held-out answers, GRPO and the evaluation prompt with (a row without one keeps
+    none).
     """
     if source == "conversational":
         records = read_records(name, split)
@@ -47,20 +48,39 @@ def load_sft_dataset(
             )
         if "bbox_image" in dataset.column_names:
             _check_box_images(dataset, f"--dataset_name {name!r} split {split!r}")
-        return dataset.cast_column("images", datasets.List(datasets.Image()))
+        return _with_system_prompts(dataset.cast_column("images", datasets.List(datasets.Image())), system_prompt)
     dataset, report = load_source(
         source, name, image_dir=image_dir, split=split, kind="sft", max_image_side=max_image_side, on_bad_row=on_bad_row
     )
     logger.info("cold-start data: %s", report.summary())
     if report_path is not None and report.issues:
         report.write_jsonl(report_path)
-    if system_prompt == SYSTEM_PROMPT:  # the one the converted rows were given
+    return _with_system_prompts(dataset, system_prompt)
+
+
+def _with_system_prompts(dataset: datasets.Dataset, system_prompt: str) -> datasets.Dataset:
+    """``dataset`` with every row's system turn saying ``system_prompt``; rows without one (short-answer
+    pre-training rows) are left as they are."""
+    if all(_says(messages, system_prompt) for messages in dataset["messages"]):
         return dataset
-    return dataset.map(lambda row: {"messages": _with_system_prompt(row["messages"], system_prompt)})
+    logger.info("cold-start rows: system turn set to --system_prompt %r", system_prompt)
+    return dataset.map(
+        lambda messages: {"messages": _with_system_prompt(messages, system_prompt)}, input_columns="messages"
+    )
+
+
+def _says(messages: list[dict], system_prompt: str) -> bool:
+    return (
+        not messages
+        or messages[0]["role"] != "system"
+        or [c["text"] for c in messages[0]["content"]] == [system_prompt]
+    )
 
 
 def _with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
-    """``messages`` with the text of their system turn (the first message) replaced by ``system_prompt``."""
+    """``messages`` with the text of their system turn (the first message, if any) replaced by ``system_prompt``."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
     system, *rest = messages
     return [{**system, "content": [{"type": "text", "text": system_prompt}]}, *rest]
 

@@ -229,21 +229,37 @@ def test_cold_start_json_feeds_training(tiny_model_dir, tmp_path):
     assert any(not torch.equal(trained[name], weight) for name, weight in initial.items())  # the rows trained it
 
 
-def test_converted_rows_take_the_system_prompt_flag_and_conversational_rows_keep_theirs(synthetic_data_dir, tmp_path):
+def test_every_row_trains_on_the_system_prompt_flag(synthetic_data_dir, tmp_path):
+    """The held-out answers, GRPO and the evaluation prompt with `--system_prompt`, so the cold start's rows must
+    say it too: converted rows and conversational rows (their own system turn replaced). Rows without a system turn
+    (the base's short-answer pre-training) keep none."""
     source, images = write_cold_start_json(tmp_path)
     flags = {"dataset_train_split": "train", "image_dir": str(images), "system_prompt": "Answer in one word."}
+    turn = {"role": "system", "content": [{"type": "text", "text": "Answer in one word."}]}
     rows = SFTScriptArguments(dataset_name=str(source), dataset_source="llava_cot", **flags).load_train_rows(
         load_sft_dataset, tmp_path
     )
     default = load_sft_dataset(str(source), source="llava_cot", split="train", image_dir=str(images))
     for row, plain in zip(rows, default, strict=True):
-        assert row["messages"][0] == {"role": "system", "content": [{"type": "text", "text": "Answer in one word."}]}
+        assert row["messages"][0] == turn
         assert plain["messages"][0]["content"] == [{"type": "text", "text": SYSTEM_PROMPT}]
         assert row["messages"][1:] == plain["messages"][1:]
+
     conversational = SFTScriptArguments(dataset_name=str(synthetic_data_dir), system_prompt="Answer in one word.")
-    assert conversational.load_train_rows(load_sft_dataset, tmp_path)[0]["messages"][0]["content"][0]["text"] == (
-        SYSTEM_PROMPT
-    )
+    own = load_sft_dataset(str(synthetic_data_dir))
+    assert own[0]["messages"][0]["content"][0]["text"] == SYSTEM_PROMPT  # what the synthetic rows carry
+    flagged = conversational.load_train_rows(load_sft_dataset, tmp_path)
+    assert len(flagged) == len(own)
+    for row, plain in zip(flagged, own, strict=True):
+        assert row["messages"] == [turn, *plain["messages"][1:]]
+        assert row["images"][0].tobytes() == plain["images"][0].tobytes()
+
+    without = tmp_path / "no_system.jsonl"
+    plain = own[0]
+    Image.new("RGB", (28, 28), "red").save(tmp_path / "red.png")
+    without.write_text(json.dumps({"messages": plain["messages"][1:], "images": [str(tmp_path / "red.png")]}) + "\n")
+    (row,) = load_sft_dataset(str(without), system_prompt="Answer in one word.")
+    assert row["messages"] == plain["messages"][1:]
 
 
 @pytest.mark.parametrize("recipe", ["qwen2_5_vl_3b_zero3", "qwen2_5_vl_7b_zero3"])
