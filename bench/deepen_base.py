@@ -29,6 +29,11 @@ REWRITTEN = ("config.json", "model.safetensors")
 def deepen(model_dir: Path, output_dir: Path, after: int, copies: list[int]) -> list[int | str]:
     """Write ``model_dir`` with ``copies`` inserted after layer ``after`` to ``output_dir``; returns the new order of
     layers (old indices, ``"copy of i"`` for the inserted ones)."""
+    missing = [name for name in REWRITTEN if not (model_dir / name).is_file()]
+    if missing:
+        raise SystemExit(f"--model {model_dir}: no {' or '.join(missing)} (a saved base with unsharded safetensors)")
+    if output_dir.resolve() == model_dir.resolve():
+        raise SystemExit(f"--output_dir {output_dir}: is --model; write the deepened base to a new folder")
     config = json.loads((model_dir / "config.json").read_text())
     text = config.get("text_config", config)
     num_layers = text["num_hidden_layers"]
@@ -44,6 +49,8 @@ def deepen(model_dir: Path, output_dir: Path, after: int, copies: list[int]) -> 
         + [(i, False) for i in range(after + 1, num_layers)]
     )
     weights = load_file(str(model_dir / "model.safetensors"))
+    if not any(name.startswith(f"{LAYERS}{num_layers - 1}.") for name in weights):
+        raise SystemExit(f"--model {model_dir}: its weights have no '{LAYERS}N.' decoder layers (a Qwen-VL layout)")
     deepened = {k: v for k, v in weights.items() if not k.startswith(LAYERS)}
     for new, (old, inserted) in enumerate(order):
         prefix = f"{LAYERS}{old}."

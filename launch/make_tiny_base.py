@@ -110,9 +110,26 @@ def stage_record(run_dir: Path) -> str:
     return f"{commit}, {minutes:.0f} min of training time"
 
 
+def architecture(model_dir: Path) -> dict:
+    """The ``ARCHITECTURE`` fields as ``model_dir``'s config.json has them (a base continued from a deepened one,
+    ``bench/deepen_base.py``, has more layers than the recipe builds)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    text, vision = config["text_config"], config["vision_config"]
+    return {
+        "family": config["model_type"],
+        "hidden_size": text["hidden_size"],
+        "num_layers": text["num_hidden_layers"],
+        "num_heads": text["num_attention_heads"],
+        "num_kv_heads": text["num_key_value_heads"],
+        "vision_hidden_size": vision["hidden_size"],
+        "vision_depth": vision["depth"],
+        "vision_patch_size": vision["patch_size"],
+    }
+
+
 def model_card(args: argparse.Namespace, command: str, results: dict, weights: Path, stages: dict[str, str]) -> str:
     """The README.md of the base folder: what it is, how it was made, how well it reads held-out scenes."""
-    arch = ", ".join(f"{k}={v}" for k, v in ARCHITECTURE.items())
+    arch = ", ".join(f"{k}={v}" for k, v in architecture(weights.parent).items())
     params = results["parameters"]
     rows = "\n".join(
         f"| {task} | {v['mean']:.3f} ({v['low']:.3f}-{v['high']:.3f}) | {v['n']} | {results['chance'][task]:.3f} |"

@@ -71,8 +71,25 @@ def test_the_silent_layers_get_gradients(deepened):
     assert inserted.mlp.down_proj.weight.grad.abs().sum() > 0
 
 
+def test_the_recipe_card_states_the_deepened_architecture(deepened):
+    from launch.make_tiny_base import ARCHITECTURE, architecture
+
+    assert architecture(BASE) == ARCHITECTURE  # the shipped base is what the recipe builds
+    assert architecture(deepened) == ARCHITECTURE | {"num_layers": ARCHITECTURE["num_layers"] + 2}
+
+
 @pytest.mark.parametrize("flags", [["--after", "4", "--copy", "2"], ["--after", "1", "--copy", "7"]])
 def test_out_of_range_layers_are_refused_by_name(tmp_path, flags):
     with pytest.raises(SystemExit, match="--after|--copy"):
         deepen_base.main(["--model", str(BASE), "--output_dir", str(tmp_path / "out"), *flags])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_without_weights_or_the_model_itself_as_output_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--model .*model.safetensors"):
+        deepen_base.main(
+            ["--model", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--after", "0", "--copy", "0"]
+        )
+    with pytest.raises(SystemExit, match="--output_dir .*is --model"):
+        deepen_base.main(["--model", str(BASE), "--output_dir", str(BASE), "--after", "0", "--copy", "0"])
     assert not (tmp_path / "out").exists()
